@@ -1,0 +1,46 @@
+# The front door: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv on first use: torch (the CPU wheel) first, then ede.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ede-installed
+
+# One thread per process: on 2 cores, a second busy process makes 2-thread
+# torch/OpenBLAS collapse (NOTES.md). Raise it where cores are known to be free.
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: install test lint demo bench-odds bench-digits clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	# deepod (a benchmark peer) pins torch<1.13.1 in its metadata but runs on current torch
+	$(PY) -m pip install -q --no-deps deepod==0.4.1
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m ede.demo
+
+# The ODDS benchmark of the README (needs ../shared/data/odds; about an hour on 1 core).
+bench-odds: $(STAMP)
+	$(VENV)/bin/ede bench odds --data-dir ../shared/data/odds --gamma-l 0.05 --json bench-odds-0.05.json
+	$(VENV)/bin/ede bench odds --data-dir ../shared/data/odds --gamma-l 0.01 --json bench-odds-0.01.json
+
+bench-digits: $(STAMP)
+	$(VENV)/bin/ede bench digits --json bench-digits.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

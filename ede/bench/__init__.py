@@ -1,0 +1,1 @@
+"""Benchmark helpers: peer methods compared against ede."""

@@ -1,0 +1,249 @@
+"""`ESAD`, the detector as a scikit-learn / PyOD style estimator.
+
+The constructor only stores its arguments (sklearn's `BaseEstimator` contract, so
+`clone` and `get_params` work); everything is validated and built in `fit`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict
+
+import fsspec
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ede import __version__
+from ede.checks import check_shape, check_X, check_y
+from ede.model import EncoderDecoderEncoder
+from ede.nets import NetConfig
+from ede.objective import ANOMALY_TARGETS
+from ede.scaling import AffineScaler, IdentityScaler
+from ede.storage import write_bytes_atomic
+from ede.training import (
+    ArrayShard,
+    LocalRuntime,
+    TrainConfig,
+    batched_scores,
+    score_scales,
+    train_loop,
+)
+
+WEIGHTS_FILE, CONFIG_FILE = "weights.pt", "esad.json"
+
+
+class ESAD(BaseEstimator):
+    """End-to-end deep semi-supervised anomaly detector (Huang et al., 2020).
+
+    y in `fit`: 1 = known (labelled) anomaly, 0 = normal or unlabelled; y=None is
+    the unsupervised case. `decision_function` is higher for more anomalous rows
+    (PyOD's sign, the opposite of scikit-learn's IsolationForest). `predict` gives
+    1 for rows whose score exceeds `threshold_`, the (1 - contamination) quantile of
+    the unlabelled training rows' scores.
+
+    Defaults were chosen on validation splits carved from training data (README).
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_entropy: float = 0.1,
+        lambda_consistency: float = 1.0,
+        eta: float = 1.0,
+        hidden: tuple[int, ...] = (128, 64),
+        latent_dim: int = 16,
+        conv_channels: tuple[int, ...] = (16, 32),
+        epochs: int = 100,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        labelled_share: float | None = 0.1,
+        anomaly_target: str = "invert",
+        share_encoders: bool = False,
+        scaling: str = "standard_minmax",
+        contamination: float = 0.01,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
+        self.lambda_entropy = lambda_entropy
+        self.lambda_consistency = lambda_consistency
+        self.eta = eta
+        self.hidden = hidden
+        self.latent_dim = latent_dim
+        self.conv_channels = conv_channels
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.labelled_share = labelled_share
+        self.anomaly_target = anomaly_target
+        self.share_encoders = share_encoders
+        self.scaling = scaling
+        self.contamination = contamination
+        self.device = device
+        self.seed = seed
+
+    # ------------------------------------------------------------------ configs
+
+    def net_config(self, input_shape: tuple[int, ...]) -> NetConfig:
+        return NetConfig(
+            input_shape=tuple(int(s) for s in input_shape),
+            hidden=tuple(int(h) for h in self.hidden),
+            latent_dim=int(self.latent_dim),
+            conv_channels=tuple(int(c) for c in self.conv_channels),
+        )
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            lambda_entropy=float(self.lambda_entropy),
+            lambda_consistency=float(self.lambda_consistency),
+            eta=float(self.eta),
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            labelled_share=None if self.labelled_share is None else float(self.labelled_share),
+            anomaly_target=self.anomaly_target,
+            share_encoders=bool(self.share_encoders),
+            seed=int(self.seed),
+        )
+
+    def _check_params(self) -> None:
+        def bad(name, why):
+            raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("lambda_entropy", "lambda_consistency"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be >= 0")
+        for name in ("eta", "lr"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        for name in ("epochs", "batch_size", "latent_dim"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "must be >= 1")
+        if self.labelled_share is not None and not 0 < self.labelled_share < 1:
+            bad("labelled_share", "must be in (0, 1) or None")
+        if not 0 <= self.contamination < 1:
+            bad("contamination", "must be in [0, 1)")
+        if self.anomaly_target not in ANOMALY_TARGETS:
+            bad("anomaly_target", f"must be one of {ANOMALY_TARGETS}")
+        if self.scaling not in ("standard_minmax", "none"):
+            bad("scaling", "must be 'standard_minmax' or 'none'")
+
+    def _device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r}: no CUDA device is available")
+        return torch.device(self.device)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y=None, validation: tuple | None = None) -> ESAD:
+        """Learn the scaler, the network, the score scales and the threshold.
+
+        `validation` = (X_val, y_val), optional: scored after each epoch into
+        `history_` (never used to pick anything inside `fit`).
+        """
+        self._check_params()
+        X = check_X(X)
+        y = check_y(y, len(X))
+        if (y == 0).sum() == 0:
+            raise ValueError("y marks every row as a known anomaly; ESAD needs unlabelled rows")
+        device = self._device()
+        scaler = AffineScaler() if self.scaling == "standard_minmax" else IdentityScaler()
+        scaler.fit(X)
+        Xs = scaler.transform(X)
+        config = {
+            "net": asdict(self.net_config(X.shape[1:])),
+            "train": asdict(self.train_config()),
+            "data": ArrayShard(Xs, y),
+        }
+        if validation is not None:
+            X_val = check_X(validation[0], "X_val")
+            check_shape(X_val, X.shape[1:], "X_val")
+            config["validation"] = (scaler.transform(X_val), check_y(validation[1], len(X_val)))
+        runtime = LocalRuntime(device)
+        net = train_loop(config, runtime)
+
+        rec, ent = batched_scores(net, Xs, device)
+        s_rec, s_ent = score_scales(rec, ent, y)
+        net.score_scale.copy_(torch.tensor([s_rec, s_ent]))
+        train_scores = rec / s_rec + ent / s_ent
+        self.net_ = net
+        self.scaler_ = scaler
+        self.input_shape_ = tuple(int(s) for s in X.shape[1:])
+        self.n_features_in_ = int(np.prod(self.input_shape_))
+        self.threshold_ = float(np.quantile(train_scores[y == 0], 1 - self.contamination))
+        self.history_ = runtime.history
+        return self
+
+    # ------------------------------------------------------------------ score
+
+    def decision_function(self, X) -> np.ndarray:
+        """Anomaly score per row, higher = more anomalous (float64, shape (n,))."""
+        check_is_fitted(self, "net_")
+        X = check_X(X)
+        check_shape(X, self.input_shape_)
+        device = next(self.net_.parameters()).device
+        rec, ent = batched_scores(self.net_, self.scaler_.transform(X), device)
+        s_rec, s_ent = self.net_.score_scale.tolist()
+        return (rec / s_rec + ent / s_ent).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """1 = anomaly (score > threshold_), 0 = normal."""
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str) -> None:
+        """A state dict and a JSON file under `path` (any fsspec URL); no pickled code."""
+        check_is_fitted(self, "net_")
+        buf = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in self.net_.state_dict().items()}, buf)
+        meta = {
+            "format": "ede.esad/1",
+            "ede_version": __version__,
+            "params": self.get_params(),
+            "input_shape": list(self.input_shape_),
+            "scaler": self.scaler_.to_dict(),
+            "threshold": self.threshold_,
+            "history": self.history_,
+        }
+        base = path.rstrip("/")
+        write_bytes_atomic(f"{base}/{WEIGHTS_FILE}", buf.getvalue())
+        # The JSON goes last: its presence marks a complete model.
+        write_bytes_atomic(f"{base}/{CONFIG_FILE}", json.dumps(meta, indent=2).encode())
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu") -> ESAD:
+        base = path.rstrip("/")
+        try:
+            with fsspec.open(f"{base}/{CONFIG_FILE}", "rb") as f:
+                meta = json.load(f)
+            with fsspec.open(f"{base}/{WEIGHTS_FILE}", "rb") as f:
+                state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+        except FileNotFoundError as exc:
+            raise ValueError(f"no ESAD model at {path}: {exc}") from None
+        if meta.get("format") != "ede.esad/1":
+            raise ValueError(
+                f"{base}/{CONFIG_FILE}: not an ede model (format {meta.get('format')})"
+            )
+        params = meta["params"]
+        for key in ("hidden", "conv_channels"):
+            params[key] = tuple(params[key])
+        det = cls(**{**params, "device": device})
+        net = EncoderDecoderEncoder(
+            det.net_config(tuple(meta["input_shape"])), share_encoders=params["share_encoders"]
+        )
+        net.load_state_dict(state)
+        det.net_ = net.to(device).eval()
+        det.scaler_ = AffineScaler.from_dict(meta["scaler"])
+        det.input_shape_ = tuple(meta["input_shape"])
+        det.n_features_in_ = int(np.prod(det.input_shape_))
+        det.threshold_ = float(meta["threshold"])
+        det.history_ = meta["history"]
+        return det

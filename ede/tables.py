@@ -1,0 +1,179 @@
+"""Tabular data from any fsspec URL: local paths, ``file://`` and ``s3://``.
+
+Every reader funnels into one validation path so a bad file fails the same way
+whatever its format: one ``ValueError`` naming the file and the column or value
+at fault, before any model sees the data. S3 endpoints and credentials come
+from the standard AWS chain (``AWS_ENDPOINT_URL``, ``AWS_*``, ``~/.aws``),
+never from code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+SUFFIXES = (".npz", ".parquet", ".csv")
+_MAX_SHOWN = 10
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays elementwise is not a bool
+class Table:
+    """Features and optional labels (1 = anomaly, 0 = normal/unlabelled) read from ``source``."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str]
+    source: str
+
+
+def _shown(url: str) -> str:
+    """URL for messages; a ``user:secret@`` part, should anyone write one, is never printed."""
+    return re.sub(r"://[^/@]*@", "://***@", url)
+
+
+def _suffix(url: str) -> str:
+    path = url.split("?", 1)[0].rstrip("/").lower()
+    for suffix in SUFFIXES:
+        if path.endswith(suffix):
+            return suffix
+    raise ValueError(f"{_shown(url)}: unknown table format; expected one of {', '.join(SUFFIXES)}")
+
+
+def read_table(
+    url: str,
+    label_column: str | None = "label",
+    feature_columns: list[str] | None = None,
+) -> Table:
+    """Read and validate a table; ``label_column=None`` (or an absent column) gives ``y=None``.
+
+    ``.npz`` files hold arrays ``X`` and optionally ``y``; their features are named
+    ``f0 .. f{d-1}`` and their label column is called ``y`` in messages.
+    """
+    suffix = _suffix(url)
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        with fs.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{_shown(url)}: no such file") from None
+    try:
+        if suffix == ".npz":
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(io.BytesIO(raw))
+        else:
+            frame = pd.read_csv(io.BytesIO(raw))
+    except Exception as exc:  # parsers fail in many types; report them as one
+        raise ValueError(f"{_shown(url)}: cannot parse as {suffix[1:]}: {exc}") from exc
+    if suffix == ".npz":
+        frame, label_column = _npz_frame(arrays, url, label_column)
+    return _frame_to_table(frame, url, label_column, feature_columns)
+
+
+def _npz_frame(
+    arrays: dict[str, np.ndarray], url: str, label_column: str | None
+) -> tuple[pd.DataFrame, str | None]:
+    if "X" not in arrays:
+        raise ValueError(f"{_shown(url)}: npz has no array 'X' (found {sorted(arrays)})")
+    X = arrays["X"]
+    y = arrays.get("y") if label_column is not None else None
+    if X.ndim != 2:
+        raise ValueError(f"{_shown(url)}: array 'X' must be 2-d (n, d), got shape {X.shape}")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    if y is None:
+        return frame, None
+    if y.shape != (len(X),):
+        raise ValueError(
+            f"{_shown(url)}: array 'y' must have shape ({len(X)},) to match X, got {y.shape}"
+        )
+    frame["y"] = y
+    return frame, "y"
+
+
+def _frame_to_table(
+    frame: pd.DataFrame,
+    url: str,
+    label_column: str | None,
+    feature_columns: list[str] | None,
+) -> Table:
+    where = _shown(url)
+    frame.columns = [str(c) for c in frame.columns]
+    if len(frame) == 0:
+        raise ValueError(f"{where}: table is empty (0 rows)")
+    has_label = label_column is not None and label_column in frame.columns
+    if feature_columns is None:
+        names = [c for c in frame.columns if not (has_label and c == label_column)]
+    else:
+        names = [str(c) for c in feature_columns]
+        missing = [c for c in names if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{where}: requested feature column(s) missing: {missing}")
+        if has_label and label_column in names:
+            raise ValueError(f"{where}: label column '{label_column}' requested as a feature")
+    if not names:
+        raise ValueError(f"{where}: no feature columns")
+    for name in names:
+        dtype = frame[name].dtype
+        if not pd.api.types.is_numeric_dtype(dtype):
+            raise ValueError(f"{where}: feature column '{name}' is not numeric (dtype {dtype})")
+    X = frame[names].to_numpy(dtype=np.float32)
+    bad_counts = (~np.isfinite(X)).sum(axis=0)
+    for name, count in zip(names, bad_counts, strict=True):
+        if count:
+            raise ValueError(f"{where}: feature column '{name}' has {count} NaN/inf value(s)")
+    y = _labels(frame[label_column], where, label_column) if has_label else None
+    return Table(X=X, y=y, feature_names=names, source=url)
+
+
+def _labels(series: pd.Series, where: str, name: str) -> np.ndarray:
+    ok = series.isin([0, 1]) & series.notna()
+    if not ok.all():
+        bad = pd.unique(series[~ok])[:_MAX_SHOWN].tolist()
+        raise ValueError(f"{where}: label column '{name}' has values outside {{0, 1}}: {bad}")
+    return series.to_numpy().astype(np.int64)
+
+
+def _to_frame(table_or_df: Table | pd.DataFrame, label_column: str) -> pd.DataFrame:
+    if isinstance(table_or_df, pd.DataFrame):
+        return table_or_df
+    frame = pd.DataFrame(table_or_df.X, columns=table_or_df.feature_names)
+    if table_or_df.y is not None:
+        if label_column in frame.columns:
+            raise ValueError(f"label column '{label_column}' clashes with a feature name")
+        frame[label_column] = table_or_df.y
+    return frame
+
+
+def write_table(
+    table_or_df: Table | pd.DataFrame, url: str, *, label_column: str = "label"
+) -> None:
+    """Write parquet atomically so readers never see a half-written table.
+
+    The bytes go to a temporary sibling key, which is then moved onto ``url``; on
+    any failure the temporary key is removed and ``url`` is left untouched.
+    """
+    if not url.split("?", 1)[0].lower().endswith(".parquet"):
+        raise ValueError(f"{_shown(url)}: write_table writes parquet; use a .parquet URL")
+    buffer = io.BytesIO()
+    # Serialise before touching storage: a frame pyarrow rejects leaves nothing behind.
+    _to_frame(table_or_df, label_column).to_parquet(buffer, index=False)
+    fs, path = fsspec.core.url_to_fs(url)
+    if "file" in fs.protocol:
+        fs.makedirs(fs._parent(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise

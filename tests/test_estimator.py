@@ -1,0 +1,153 @@
+"""ESAD's estimator contract, a toy AUROC floor, determinism, persistence and bad input."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from ede import ESAD
+from ede.metrics import evaluate
+
+FAST = dict(epochs=15, batch_size=64)
+
+
+def toy(n_normal=400, n_anom=40, d=6, seed=0):
+    """Normals in a Gaussian blob; anomalies shifted along every axis."""
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(0, 1, (n_normal, d))
+    anom = rng.normal(3.5, 1, (n_anom, d))
+    X = np.vstack([normal, anom]).astype(np.float32)
+    y = np.r_[np.zeros(n_normal), np.ones(n_anom)].astype(int)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = toy()
+    y_semi = y.copy()
+    y_semi[np.flatnonzero(y)[10:]] = 0  # 10 labelled anomalies, 30 hidden among unlabelled
+    return ESAD(seed=0, **FAST).fit(X, y_semi), X, y
+
+
+def test_constructor_only_stores_params():
+    det = ESAD(lambda_entropy=0.3, eta=2.0, hidden=(8, 4))
+    assert det.get_params()["lambda_entropy"] == 0.3
+    assert clone(det).get_params() == det.get_params()
+    assert not [k for k in vars(det) if k.endswith("_")]
+    ESAD(lr=-1.0)  # invalid, but only fit validates
+
+
+def test_unfitted_scoring_raises():
+    with pytest.raises(NotFittedError):
+        ESAD().decision_function(np.zeros((2, 3)))
+
+
+def test_fit_sets_state_and_separates_toy_anomalies(fitted):
+    det, X, y = fitted
+    assert det.n_features_in_ == 6 and det.input_shape_ == (6,)
+    assert len(det.history_) == FAST["epochs"]
+    assert np.isfinite(det.threshold_)
+    scores = det.decision_function(X)
+    assert scores.shape == (len(X),) and scores.dtype == np.float64
+    assert evaluate(y, scores)["auroc"] > 0.95
+    pred = det.predict(X)
+    assert set(np.unique(pred)) <= {0, 1}
+    assert pred[y == 1].mean() > pred[y == 0].mean()
+
+
+def test_score_grows_with_distance_from_normal_data():
+    rng = np.random.default_rng(1)
+    X = rng.normal(0, 1, (500, 2)).astype(np.float32)
+    det = ESAD(seed=0, epochs=30, batch_size=64).fit(X)
+    ray = np.array([[r, r] for r in (0.0, 3.0, 6.0, 12.0, 24.0)], dtype=np.float32)
+    scores = det.decision_function(ray)
+    assert np.all(np.diff(scores) > 0), scores
+
+
+def test_same_seed_same_scores_other_seed_differs():
+    X, y = toy(n_normal=200, n_anom=10)
+    a = ESAD(seed=3, epochs=3).fit(X, y).decision_function(X)
+    b = ESAD(seed=3, epochs=3).fit(X, y).decision_function(X)
+    c = ESAD(seed=4, epochs=3).fit(X, y).decision_function(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_fitting_twice_equals_fitting_once_on_last_data():
+    X1, y1 = toy(seed=1, n_normal=150, n_anom=8)
+    X2, y2 = toy(seed=2, n_normal=150, n_anom=8)
+    twice = ESAD(seed=0, epochs=3).fit(X1, y1).fit(X2, y2)
+    once = ESAD(seed=0, epochs=3).fit(X2, y2)
+    np.testing.assert_array_equal(twice.decision_function(X1), once.decision_function(X1))
+    assert twice.threshold_ == once.threshold_
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_save_load_gives_identical_scores(fitted, tmp_path, where, request):
+    det, X, _ = fitted
+    base = str(tmp_path / "m") if where == "local" else request.getfixturevalue("s3_bucket") + "/m"
+    det.save(base)
+    back = ESAD.load(base)
+    np.testing.assert_array_equal(back.decision_function(X), det.decision_function(X))
+    assert back.threshold_ == det.threshold_
+    assert back.get_params() == det.get_params()
+
+
+def test_load_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no ESAD model"):
+        ESAD.load(str(tmp_path / "nothing"))
+
+
+def test_images_fit_and_score():
+    from ede.bench.digits import digits_images
+
+    X, digit = digits_images()
+    y = (digit != 0).astype(int)
+    normal = np.flatnonzero(y == 0)[:120]
+    anom = np.flatnonzero(y == 1)
+    train = np.r_[normal[:100], anom[:5]]
+    test = np.r_[normal[100:], anom[5:205]]
+    det = ESAD(seed=0, epochs=15, batch_size=32).fit(X[train], y[train])
+    assert det.input_shape_ == (1, 8, 8)
+    assert evaluate(y[test], det.decision_function(X[test]))["auroc"] > 0.8
+    with pytest.raises(ValueError, match=r"expects \(1, 8, 8\)"):
+        det.decision_function(np.zeros((2, 1, 28, 28), dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (np.array([[0.0, np.nan]] * 4), None, "4 NaN and 0 inf"),
+        (np.array([[0.0, np.inf]] * 4), None, "0 NaN and 4 inf"),
+        (np.zeros((0, 3)), None, "empty"),
+        (np.zeros((4, 3)), np.array([0, 1, 2, 0]), r"only 0 .* and 1 .*got \[2\]"),
+        (np.zeros((4, 3)), np.array([0, 1, -1, 0]), r"got \[-1\]"),
+        (np.zeros((4, 3)), np.array([0, 1]), r"shape \(2,\), expected \(4,\)"),
+        (np.zeros((4, 3)), np.ones(4), "every row as a known anomaly"),
+        (np.zeros(4), None, "2-D"),
+        (np.array([["a", "b"]] * 4), None, "numeric"),
+    ],
+)
+def test_bad_training_input(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        ESAD(epochs=1).fit(X, y)
+
+
+def test_bad_parameters_fail_at_fit():
+    with pytest.raises(ValueError, match="lr=-1.0"):
+        ESAD(lr=-1.0).fit(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="anomaly_target"):
+        ESAD(anomaly_target="blur").fit(np.zeros((4, 2)))
+
+
+def test_bad_scoring_input(fitted):
+    det, _, _ = fitted
+    with pytest.raises(ValueError, match="has 5 features, but the model was fitted with 6"):
+        det.decision_function(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        det.decision_function(np.full((3, 6), np.nan))
+    with pytest.raises(ValueError, match="empty"):
+        det.decision_function(np.zeros((0, 6)))
