@@ -25,11 +25,17 @@ from ede.metrics import evaluate
 from ede.protocol import semi_supervised_split, validation_split
 
 CANDIDATES = {
+    # round 1
     "h128-64_b128_s0.1": {},
     "h128-64_b256_s0.1": {"batch_size": 256},
     "h128-64_b256_s0.25": {"batch_size": 256, "labelled_share": 0.25},
     "h64-32_b256_s0.1": {"batch_size": 256, "hidden": (64, 32)},
     "h128-64_b256_natural": {"batch_size": 256, "labelled_share": None},
+    # round 2: wider, a larger latent code, a cap on optimizer steps
+    "h256-128_b256_natural": {"batch_size": 256, "labelled_share": None, "hidden": (256, 128)},
+    "h256-128_b128_s0.1": {"hidden": (256, 128)},
+    "h128-64_z32_b256_natural": {"batch_size": 256, "labelled_share": None, "latent_dim": 32},
+    "h128-64_b256_natural_max3000": {"batch_size": 256, "labelled_share": None, "max_steps": 3000},
 }
 
 

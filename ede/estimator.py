@@ -57,6 +57,7 @@ class ESAD(BaseEstimator):
         latent_dim: int = 16,
         conv_channels: tuple[int, ...] = (16, 32),
         epochs: int = 100,
+        max_steps: int | None = None,
         batch_size: int = 128,
         lr: float = 1e-3,
         weight_decay: float = 1e-6,
@@ -75,6 +76,7 @@ class ESAD(BaseEstimator):
         self.latent_dim = latent_dim
         self.conv_channels = conv_channels
         self.epochs = epochs
+        self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -102,6 +104,7 @@ class ESAD(BaseEstimator):
             lambda_consistency=float(self.lambda_consistency),
             eta=float(self.eta),
             epochs=int(self.epochs),
+            max_steps=None if self.max_steps is None else int(self.max_steps),
             batch_size=int(self.batch_size),
             lr=float(self.lr),
             weight_decay=float(self.weight_decay),
@@ -121,6 +124,8 @@ class ESAD(BaseEstimator):
         for name in ("eta", "lr"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
+        if self.max_steps is not None and int(self.max_steps) < 1:
+            bad("max_steps", "must be >= 1 or None")
         for name in ("epochs", "batch_size", "latent_dim"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be >= 1")

@@ -29,6 +29,7 @@ class TrainConfig:
     lambda_consistency: float = 1.0
     eta: float = 1.0
     epochs: int = 100
+    max_steps: int | None = None  # stop after the epoch that reaches this many optimizer steps
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-6
@@ -110,7 +111,7 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
         anomaly_target=cfg.anomaly_target,
     )
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, planned_epochs(cfg, steps)):
         wrapped.train()
         sums = torch.zeros(4)
         for idx in sampler.epoch():
@@ -135,6 +136,16 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             },
         )
     return net.eval()
+
+
+def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """`epochs`, or fewer when `max_steps` is reached first (Lightning's max_epochs/max_steps).
+
+    Whole epochs only, so every epoch is reported and checkpointed alike.
+    """
+    if cfg.max_steps is None:
+        return cfg.epochs
+    return max(1, min(cfg.epochs, math.ceil(cfg.max_steps / steps_per_epoch)))
 
 
 _TERM_NAMES = ("loss", "reconstruction", "entropy", "consistency")
