@@ -36,6 +36,23 @@ CANDIDATES = {
     "h256-128_b128_s0.1": {"hidden": (256, 128)},
     "h128-64_z32_b256_natural": {"batch_size": 256, "labelled_share": None, "latent_dim": 32},
     "h128-64_b256_natural_max3000": {"batch_size": 256, "labelled_share": None, "max_steps": 3000},
+    # round 3: larger batches with the learning rate scaled along (linear scaling rule)
+    "h128-64_b512_lr2e-3_natural": {"batch_size": 512, "lr": 2e-3, "labelled_share": None},
+    "h256-128_b512_lr2e-3_natural": {
+        "batch_size": 512,
+        "lr": 2e-3,
+        "labelled_share": None,
+        "hidden": (256, 128),
+    },
+    "h256-128_b512_lr2e-3_s0.1": {"batch_size": 512, "lr": 2e-3, "hidden": (256, 128)},
+    # round 4: where the step cap starts to cost (only shuttle has > 3000 steps in 100 epochs)
+    "h128-64_b256_natural_max6000": {"batch_size": 256, "labelled_share": None, "max_steps": 6000},
+    "h256-128_b256_natural_max3000": {
+        "batch_size": 256,
+        "labelled_share": None,
+        "hidden": (256, 128),
+        "max_steps": 3000,
+    },
 }
 
 

@@ -44,7 +44,11 @@ class ESAD(BaseEstimator):
     1 for rows whose score exceeds `threshold_`, the (1 - contamination) quantile of
     the unlabelled training rows' scores.
 
-    Defaults were chosen on validation splits carved from training data (README).
+    Training runs `epochs` epochs, clipped so that it makes between `min_steps` and
+    `max_steps` optimizer steps (None lifts a bound). `labelled_share` fixes the share
+    of labelled anomalies in every batch (sampled with replacement); None keeps their
+    natural share. Defaults were chosen on validation splits carved from training data
+    (README, benchmarks/select_defaults.py).
     """
 
     def __init__(
@@ -57,11 +61,12 @@ class ESAD(BaseEstimator):
         latent_dim: int = 16,
         conv_channels: tuple[int, ...] = (16, 32),
         epochs: int = 100,
-        max_steps: int | None = None,
-        batch_size: int = 128,
+        min_steps: int | None = 1000,
+        max_steps: int | None = 3000,
+        batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 1e-6,
-        labelled_share: float | None = 0.1,
+        labelled_share: float | None = None,
         anomaly_target: str = "invert",
         share_encoders: bool = False,
         scaling: str = "standard_minmax",
@@ -76,6 +81,7 @@ class ESAD(BaseEstimator):
         self.latent_dim = latent_dim
         self.conv_channels = conv_channels
         self.epochs = epochs
+        self.min_steps = min_steps
         self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
@@ -104,6 +110,7 @@ class ESAD(BaseEstimator):
             lambda_consistency=float(self.lambda_consistency),
             eta=float(self.eta),
             epochs=int(self.epochs),
+            min_steps=None if self.min_steps is None else int(self.min_steps),
             max_steps=None if self.max_steps is None else int(self.max_steps),
             batch_size=int(self.batch_size),
             lr=float(self.lr),
@@ -124,8 +131,12 @@ class ESAD(BaseEstimator):
         for name in ("eta", "lr"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            bad("max_steps", "must be >= 1 or None")
+        for name in ("min_steps", "max_steps"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                bad(name, "must be >= 1 or None")
+        if self.min_steps is not None and self.max_steps is not None:
+            if self.min_steps > self.max_steps:
+                bad("min_steps", f"must not exceed max_steps={self.max_steps}")
         for name in ("epochs", "batch_size", "latent_dim"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be >= 1")
@@ -154,6 +165,7 @@ class ESAD(BaseEstimator):
         `history_` (never used to pick anything inside `fit`).
         """
         self._check_params()
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         X = check_X(X)
         y = check_y(y, len(X))
         if (y == 0).sum() == 0:
@@ -184,6 +196,10 @@ class ESAD(BaseEstimator):
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.threshold_ = float(np.quantile(train_scores[y == 0], 1 - self.contamination))
         self.history_ = runtime.history
+        if names is not None:  # scikit-learn's convention for DataFrame input
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     # ------------------------------------------------------------------ score
@@ -216,12 +232,20 @@ class ESAD(BaseEstimator):
             "input_shape": list(self.input_shape_),
             "scaler": self.scaler_.to_dict(),
             "threshold": self.threshold_,
+            "feature_names": self._feature_names(),
             "history": self.history_,
         }
         base = path.rstrip("/")
         write_bytes_atomic(f"{base}/{WEIGHTS_FILE}", buf.getvalue())
         # The JSON goes last: its presence marks a complete model.
         write_bytes_atomic(f"{base}/{CONFIG_FILE}", json.dumps(meta, indent=2).encode())
+
+    def _feature_names(self) -> list[str]:
+        if hasattr(self, "feature_names_in_"):
+            return [str(n) for n in self.feature_names_in_]
+        if len(self.input_shape_) == 1:
+            return [f"f{i}" for i in range(self.input_shape_[0])]
+        return []  # images: one input tensor, no column names
 
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> ESAD:
@@ -251,4 +275,6 @@ class ESAD(BaseEstimator):
         det.n_features_in_ = int(np.prod(det.input_shape_))
         det.threshold_ = float(meta["threshold"])
         det.history_ = meta["history"]
+        if meta.get("feature_names") and len(det.input_shape_) == 1:
+            det.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
         return det

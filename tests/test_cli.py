@@ -36,6 +36,7 @@ def test_train_writes_a_loadable_model(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "3"]) == 0
     assert "10 labelled anomalies" in capsys.readouterr().out
     det = ESAD.load(str(out))
+    assert list(det.feature_names_in_) == ["a", "b", "c", "d"]
     assert det.decision_function(_frame().drop(columns="label").to_numpy()).shape == (300,)
 
 

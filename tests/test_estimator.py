@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 from ede import ESAD
 from ede.metrics import evaluate
 
-FAST = dict(epochs=15, batch_size=64)
+FAST = dict(epochs=15, batch_size=64, min_steps=None)
 
 
 def toy(n_normal=400, n_anom=40, d=6, seed=0):
@@ -58,7 +58,7 @@ def test_fit_sets_state_and_separates_toy_anomalies(fitted):
 def test_score_grows_with_distance_from_normal_data():
     rng = np.random.default_rng(1)
     X = rng.normal(0, 1, (500, 2)).astype(np.float32)
-    det = ESAD(seed=0, epochs=30, batch_size=64).fit(X)
+    det = ESAD(seed=0, epochs=30, batch_size=64, min_steps=None).fit(X)
     ray = np.array([[r, r] for r in (0.0, 3.0, 6.0, 12.0, 24.0)], dtype=np.float32)
     scores = det.decision_function(ray)
     assert np.all(np.diff(scores) > 0), scores
@@ -66,9 +66,9 @@ def test_score_grows_with_distance_from_normal_data():
 
 def test_same_seed_same_scores_other_seed_differs():
     X, y = toy(n_normal=200, n_anom=10)
-    a = ESAD(seed=3, epochs=3).fit(X, y).decision_function(X)
-    b = ESAD(seed=3, epochs=3).fit(X, y).decision_function(X)
-    c = ESAD(seed=4, epochs=3).fit(X, y).decision_function(X)
+    a = ESAD(seed=3, epochs=3, min_steps=None).fit(X, y).decision_function(X)
+    b = ESAD(seed=3, epochs=3, min_steps=None).fit(X, y).decision_function(X)
+    c = ESAD(seed=4, epochs=3, min_steps=None).fit(X, y).decision_function(X)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -76,8 +76,8 @@ def test_same_seed_same_scores_other_seed_differs():
 def test_fitting_twice_equals_fitting_once_on_last_data():
     X1, y1 = toy(seed=1, n_normal=150, n_anom=8)
     X2, y2 = toy(seed=2, n_normal=150, n_anom=8)
-    twice = ESAD(seed=0, epochs=3).fit(X1, y1).fit(X2, y2)
-    once = ESAD(seed=0, epochs=3).fit(X2, y2)
+    twice = ESAD(seed=0, epochs=3, min_steps=None).fit(X1, y1).fit(X2, y2)
+    once = ESAD(seed=0, epochs=3, min_steps=None).fit(X2, y2)
     np.testing.assert_array_equal(twice.decision_function(X1), once.decision_function(X1))
     assert twice.threshold_ == once.threshold_
 
@@ -107,7 +107,7 @@ def test_images_fit_and_score():
     anom = np.flatnonzero(y == 1)
     train = np.r_[normal[:100], anom[:5]]
     test = np.r_[normal[100:], anom[5:205]]
-    det = ESAD(seed=0, epochs=15, batch_size=32).fit(X[train], y[train])
+    det = ESAD(seed=0, epochs=15, batch_size=32, min_steps=None).fit(X[train], y[train])
     assert det.input_shape_ == (1, 8, 8)
     assert evaluate(y[test], det.decision_function(X[test]))["auroc"] > 0.8
     with pytest.raises(ValueError, match=r"expects \(1, 8, 8\)"):
@@ -133,7 +133,7 @@ def test_images_fit_and_score():
 )
 def test_bad_training_input(X, y, match):
     with pytest.raises(ValueError, match=match):
-        ESAD(epochs=1).fit(X, y)
+        ESAD(epochs=1, min_steps=None).fit(X, y)
 
 
 def test_bad_parameters_fail_at_fit():
@@ -151,3 +151,22 @@ def test_bad_scoring_input(fitted):
         det.decision_function(np.full((3, 6), np.nan))
     with pytest.raises(ValueError, match="empty"):
         det.decision_function(np.zeros((0, 6)))
+
+
+def test_estimator_and_train_config_defaults_agree():
+    from dataclasses import asdict
+
+    from ede.training import TrainConfig
+
+    assert asdict(ESAD().train_config()) == asdict(TrainConfig())
+
+
+@pytest.mark.parametrize(
+    "n_rows, expected_epochs",
+    [(100, 1000), (2560, 100), (51200, 15)],  # 1, 10 and 200 steps per epoch at batch 256
+)
+def test_step_floor_and_cap_clip_epochs(n_rows, expected_epochs):
+    from ede.training import TrainConfig, planned_epochs
+
+    steps_per_epoch = -(-n_rows // 256)
+    assert planned_epochs(TrainConfig(), steps_per_epoch) == expected_epochs

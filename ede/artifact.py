@@ -1,0 +1,85 @@
+"""The exported model folder, as a reader sees it: file names, metadata, integrity.
+
+Layout (DESIGN.md): `model.onnx`, optional `model.int8.onnx`, and `metadata.json`,
+written last so its presence marks a complete export. A reader checks the
+sha256 that metadata.json records before it loads a graph: a model swapped,
+half-copied or re-exported under an old metadata file is refused, not used.
+
+onnxruntime is imported only when a session is built, so the training side can
+import the constants here without pulling the runtime in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import fsspec
+
+from ede.tables import _shown
+
+MODEL_FILE, INT8_FILE, METADATA_FILE = "model.onnx", "model.int8.onnx", "metadata.json"
+FORMAT = "ede.onnx/1"
+INPUT_NAME, OUTPUT_NAMES = "x", ("score", "is_anomaly")
+IMAGE_COLUMN = "image"  # tables of images: one list column, each row a flattened (c, h, w)
+VARIANTS = {"fp32": MODEL_FILE, "int8": INT8_FILE}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_metadata(folder: str) -> dict[str, Any]:
+    url = f"{folder.rstrip('/')}/{METADATA_FILE}"
+    try:
+        with fsspec.open(url, "rb") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{_shown(url)}: no such file; run `ede export` first") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{_shown(url)}: not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{_shown(url)}: not an ede export (format {FORMAT!r} expected)")
+    return meta
+
+
+def read_model(folder: str, variant: str = "fp32") -> tuple[bytes, dict[str, Any]]:
+    """The graph's bytes, verified against metadata.json, and the metadata."""
+    if variant not in VARIANTS:
+        raise ValueError(f"model variant {variant!r}: expected one of {sorted(VARIANTS)}")
+    meta = read_metadata(folder)
+    name = VARIANTS[variant]
+    recorded = meta.get("files", {}).get(name, {}).get("sha256")
+    url = f"{folder.rstrip('/')}/{name}"
+    if recorded is None:
+        raise ValueError(f"{_shown(url)}: not listed in {METADATA_FILE}; export with it first")
+    try:
+        with fsspec.open(url, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{_shown(url)}: no such file") from None
+    got = sha256(data)
+    if got != recorded:
+        raise ValueError(
+            f"{_shown(url)}: sha256 {got[:16]}... does not match {METADATA_FILE} "
+            f"({recorded[:16]}...); the model was changed after export, re-export it"
+        )
+    return data, meta
+
+
+def session(model: bytes, threads: int = 1):
+    """One onnxruntime CPU session; `threads` intra-op threads, no inter-op pool.
+
+    One thread is the default because on a shared machine 2+ spinning threads
+    collapse when a core is taken (NOTES.md, Threads); onnxruntime degrades least.
+    """
+    import onnxruntime as ort
+
+    if threads < 1:
+        raise ValueError(f"threads={threads}: must be >= 1")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

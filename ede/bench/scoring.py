@@ -1,0 +1,376 @@
+"""`ede bench score`: how fast, and in how much memory, the exported model scores.
+
+Everything runs side by side in one run on one generated table (21 features, 1%
+anomalies), so ratios hold even on a busy machine where absolute rows/s do not:
+
+- rows/s at batch 4096 on `threads` threads each (default 1: NOTES.md, Threads),
+  best of 3 interleaved rounds, of
+  (a) torch eager running the export's inference wrapper, (b) onnxruntime fp32,
+  (c) onnxruntime int8, (d) a NumPy chain of the same matmuls, activations and
+  score arithmetic on OpenBLAS: the compute roofline of this machine;
+- `ede score` end to end from an S3 server on loopback (moto, in its own
+  process) against a plain pyarrow read of the same files;
+- peak RSS of `ede score` on 1x and 10x the rows (one local file each), each in a
+  fresh process that does not import torch (the figure is the scorer's, not torch's);
+- int8: file size ratio and AUROC change on the whole table.
+
+The model is the default MLP fitted briefly on a subset: throughput does not
+depend on how well it is trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from ede.artifact import INPUT_NAME, INT8_FILE, MODEL_FILE, read_model, session
+from ede.estimator import ESAD
+from ede.export import export, inference_wrapper
+from ede.metrics import evaluate
+from ede.protocol import validation_split
+
+N_FEATURES, BATCH, FILES, ROW_GROUP = 21, 4096, 4, 65536
+ROUNDS = 3  # each engine scores a third of the table per round; the best round counts
+# Memory runs read 8192-row batches: the scorer holds about six batches in flight, so
+# at the default 65536 a 1x run of 200k rows would end before its queues fill, and the
+# 10x run would show the queues filling, not growth with data (measured: 1M and 3M rows
+# at 65536 peak at the same 325 MB).
+RSS_BATCH = 8192
+TARGETS = {"fp32_vs_torch": 1.8, "fp32_vs_roofline": 0.8, "end_to_end_vs_read": 0.7}
+
+
+def make_table(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Normals on a 4-d linear manifold plus noise; anomalies step off it in 3 features."""
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(4, N_FEATURES))
+    X = rng.normal(size=(rows, 4)) @ W + 0.1 * rng.normal(size=(rows, N_FEATURES))
+    y = (rng.random(rows) < 0.01).astype(np.int64)
+    idx = np.flatnonzero(y)
+    cols = rng.integers(0, N_FEATURES, size=(len(idx), 3))
+    X[idx[:, None], cols] += rng.choice([-1, 1], size=cols.shape) * rng.uniform(2, 6, cols.shape)
+    return X.astype(np.float32), y
+
+
+def fit_model(X: np.ndarray, y: np.ndarray, out: str, threads: int) -> tuple[ESAD, dict]:
+    n = min(len(X), 20_000)
+    y_known = y[:n] * (np.arange(n) % 2)  # half the anomalies labelled
+    X_fit, y_fit, X_val, y_val = validation_split(X[:n], y_known, fraction=0.2, seed=0)
+    torch.set_num_threads(threads)
+    det = ESAD(epochs=3, seed=0).fit(X_fit, y_fit)
+    return det, export(det, out, X_val, y_val, quantize="int8")
+
+
+def numpy_chain(det: ESAD) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """The wrapper's arithmetic in NumPy (float32); also the FLOPs per row of its matmuls."""
+    net = det.net_
+
+    def layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray, float | None]]:
+        out: list = []
+        for m in seq:
+            if isinstance(m, nn.Linear):
+                out.append([m.weight.detach().numpy().T.copy(), m.bias.detach().numpy(), None])
+            elif isinstance(m, nn.LeakyReLU):
+                out[-1][2] = m.negative_slope
+        return [tuple(layer) for layer in out]
+
+    chains = [layers(net.encoder.net), layers(net.decoder.net), layers(net.encoder2.net)]
+    flops = sum(2 * Wt.shape[0] * Wt.shape[1] for chain in chains for Wt, _, _ in chain)
+    offset, scale = det.scaler_.offset_, det.scaler_.scale_
+    s_rec, s_ent = (np.float32(s) for s in net.score_scale.tolist())
+
+    def forward(h: np.ndarray, chain) -> np.ndarray:
+        for Wt, b, slope in chain:
+            h = h @ Wt
+            h += b
+            if slope is not None:
+                np.maximum(h, h * np.float32(slope), out=h)
+        return h
+
+    def score(x: np.ndarray) -> np.ndarray:
+        xs = (x - offset) * scale
+        x_hat = forward(forward(xs, chains[0]), chains[1])
+        z2 = forward(x_hat, chains[2])
+        return np.square(x_hat - xs).mean(1) / s_rec + np.square(z2).mean(1) / s_ent
+
+    return score, flops
+
+
+def rate(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> tuple[float, np.ndarray]:
+    """rows/s over `X` in batches of 4096, after one warm-up batch."""
+    batches = [X[i : i + BATCH] for i in range(0, len(X), BATCH)]
+    fn(batches[0])
+    start = time.perf_counter()
+    scores = [fn(b) for b in batches]
+    return len(X) / (time.perf_counter() - start), np.concatenate(scores)
+
+
+def engines(det: ESAD, folder: str, X: np.ndarray, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    wrapper = inference_wrapper(det, 0.0)
+    fp32 = session(read_model(folder, "fp32")[0], threads)
+    int8 = session(read_model(folder, "int8")[0], threads)
+    chain, flops = numpy_chain(det)
+
+    @torch.inference_mode()
+    def eager(b):
+        return wrapper(torch.from_numpy(b))[0].numpy()
+
+    runs = {
+        "torch_eager": eager,
+        "onnxruntime_fp32": lambda b: fp32.run(["score"], {INPUT_NAME: b})[0],
+        "onnxruntime_int8": lambda b: int8.run(["score"], {INPUT_NAME: b})[0],
+        "numpy_roofline": chain,
+    }
+    rounds: dict[str, list] = {name: [] for name in runs}
+    with threadpool_limits(threads):
+        for part in np.array_split(X, ROUNDS):  # interleaved: a load burst hits every engine
+            for name, fn in runs.items():
+                rounds[name].append(rate(fn, part))
+    out = {}
+    for name, results in rounds.items():
+        rows_s = [r for r, _ in results]
+        out[name] = {
+            "rows_per_s": max(rows_s),  # the least disturbed round
+            "rows_per_s_rounds": rows_s,
+            "gflops": max(rows_s) * flops / 1e9,
+            "scores": np.concatenate([s for _, s in results]),
+        }
+    return {"engines": out, "flops_per_row": flops}
+
+
+@contextlib.contextmanager
+def loopback_s3() -> Iterator[str]:
+    """moto's S3 server in a child process; AWS_* set for this process while it runs."""
+    code = (
+        "from moto.server import ThreadedMotoServer; import time; "
+        "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0); s.start(); "
+        "print('PORT', s.get_host_and_port()[1], flush=True); time.sleep(86400)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    saved = {k: os.environ.get(k) for k in _AWS}
+    try:
+        line = ""
+        while not line.startswith("PORT"):
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the loopback S3 server did not start")
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{line.split()[1]}",
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        yield os.environ["AWS_ENDPOINT_URL"]
+    finally:
+        proc.kill()
+        proc.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_AWS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def _table(X: np.ndarray, y: np.ndarray) -> pa.Table:
+    cols = {f"f{j}": X[:, j] for j in range(X.shape[1])}
+    return pa.table({"row_id": np.arange(len(X)), **cols, "label": y})
+
+
+def end_to_end(folder: str, X: np.ndarray, y: np.ndarray, threads: int) -> dict:
+    import pyarrow.dataset as ds
+    import s3fs
+
+    from ede.scoring import arrow_fs, score
+
+    with loopback_s3():
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        fs.mkdir("bench")
+        table = _table(X, y)
+        step = -(-len(X) // FILES)
+        for k in range(FILES):
+            with fs.open(f"bench/in/part{k}.parquet", "wb") as f:
+                pq.write_table(table.slice(k * step, step), f, row_group_size=ROW_GROUP)
+        afs, _, _ = arrow_fs("s3://bench/in/")
+        paths = [f"bench/in/part{k}.parquet" for k in range(FILES)]
+        start = time.perf_counter()
+        rows = sum(b.num_rows for b in ds.dataset(paths, filesystem=afs).to_batches())
+        read = rows / (time.perf_counter() - start)
+        summary = score(
+            folder, "s3://bench/in/", "s3://bench/out/", threads=threads, warn=lambda _: None
+        )
+        s3fs.S3FileSystem.clear_instance_cache()
+    return {
+        "files": FILES,
+        "rows": rows,
+        "plain_read_rows_per_s": read,
+        "score_rows_per_s": summary.rows_per_second,
+        "ratio": summary.rows_per_second / read,
+    }
+
+
+# Peak RSS from /proc's VmHWM: ru_maxrss survives exec, so a child forked from this
+# (large) process would report this process's size.
+_CHILD = """
+import resource, sys, types
+pkg = types.ModuleType("ede")  # skip ede/__init__ and its torch import
+pkg.__path__ = [sys.argv[1]]
+sys.modules["ede"] = pkg
+from ede.scoring import score
+if sys.argv[2] != "-":
+    model, table, out, batch = sys.argv[2:6]
+    score(model, table, out, batch_size=int(batch), overwrite=True, warn=lambda _: None)
+try:
+    status = open("/proc/self/status").read().split("VmHWM:")[1]
+    print(int(status.split()[0]))
+except OSError:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss(folder: str, X: np.ndarray, y: np.ndarray, tmp: Path) -> dict:
+    """Peak RSS (MB) of a fresh scorer process: import only, 1x rows, 10x rows (one file)."""
+    pkg = str(Path(__file__).resolve().parent.parent)
+    n1 = max(len(X) // 10, 1)
+    table = _table(X, y)
+    out = {"rows_1x": n1, "rows_10x": 10 * n1, "batch_size": RSS_BATCH}
+    for key, n in (("1x", n1), ("10x", 10 * n1)):
+        pq.write_table(table.slice(0, n), tmp / f"{key}.parquet", row_group_size=ROW_GROUP)
+    runs = {"import_only": ("-", "-", "-", "-")}
+    for key in ("1x", "10x"):
+        runs[key] = (folder, str(tmp / f"{key}.parquet"), str(tmp / f"out{key}"), str(RSS_BATCH))
+    for key, args in runs.items():
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, pkg, *args], capture_output=True, text=True, check=True
+        )
+        out[f"rss_{key}_mb"] = int(done.stdout.split()[-1]) / 1024
+    out["ratio"] = out["rss_10x_mb"] / out["rss_1x_mb"]
+    return out
+
+
+def run(rows: int = 2_000_000, threads: int = 1, log: Callable[[str], None] = print) -> dict:
+    if rows < ROUNDS * BATCH:  # a batch per engine and round at least
+        raise ValueError(f"--rows {rows}: use at least {ROUNDS * BATCH} rows")
+    X, y = make_table(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(Path(tmp) / "model")
+        log(f"fitting and exporting the default MLP on {min(rows, 20_000)} rows")
+        det, meta = fit_model(X, y, folder, threads)
+        log(f"throughput on {rows:,} rows, batch {BATCH}, {threads} thread(s) each")
+        tp = engines(det, folder, X, threads)
+        log("end to end from loopback S3")
+        e2e = end_to_end(folder, X, y, threads)
+        log("peak RSS in fresh processes")
+        rss = peak_rss(folder, X, y, Path(tmp))
+    eng = tp["engines"]
+    auroc = {k: evaluate(y, eng[k]["scores"])["auroc"] for k in eng}
+    r = {k: v["rows_per_s"] for k, v in eng.items()}
+    ratios = {
+        "fp32_vs_torch": r["onnxruntime_fp32"] / r["torch_eager"],
+        "fp32_vs_roofline": r["onnxruntime_fp32"] / r["numpy_roofline"],
+        "int8_vs_roofline": r["onnxruntime_int8"] / r["numpy_roofline"],
+        "torch_vs_roofline": r["torch_eager"] / r["numpy_roofline"],
+        "end_to_end_vs_read": e2e["ratio"],
+        "end_to_end_vs_slower_stage": e2e["score_rows_per_s"]
+        / min(e2e["plain_read_rows_per_s"], r["onnxruntime_fp32"]),
+        "rss_10x_vs_1x": rss["ratio"],
+    }
+    roof_diff = np.max(np.abs(eng["numpy_roofline"]["scores"] - eng["torch_eager"]["scores"]))
+    return {
+        "config": {
+            "rows": rows,
+            "features": N_FEATURES,
+            "batch": BATCH,
+            "threads": threads,
+            "hidden": list(det.hidden),
+            "latent_dim": det.latent_dim,
+            "flops_per_row": tp["flops_per_row"],
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": meta["exporter"]["onnxruntime"],
+        },
+        "throughput": {
+            k: {
+                **{m: v[m] for m in ("rows_per_s", "rows_per_s_rounds", "gflops")},
+                "auroc": auroc[k],
+            }
+            for k, v in eng.items()
+        },
+        "roofline_max_abs_diff_vs_torch": float(roof_diff),
+        "end_to_end": e2e,
+        "memory": rss,
+        "int8": {
+            "size_ratio": meta["files"][INT8_FILE]["size_ratio"],
+            "bytes_fp32": meta["files"][MODEL_FILE]["bytes"],
+            "bytes_int8": meta["files"][INT8_FILE]["bytes"],
+            "auroc_fp32": auroc["onnxruntime_fp32"],
+            "auroc_int8": auroc["onnxruntime_int8"],
+            "auroc_drop_points": 100 * (auroc["onnxruntime_fp32"] - auroc["onnxruntime_int8"]),
+        },
+        "ratios": ratios,
+        "targets": TARGETS,
+    }
+
+
+def markdown(report: dict) -> str:
+    c, t, ratios = report["config"], report["throughput"], report["ratios"]
+    roof = t["numpy_roofline"]["rows_per_s"]
+    lines = [
+        f"Batch {c['batch']}, {c['threads']} thread(s) each, {c['rows']:,} rows x "
+        f"{c['features']} features, MLP {c['hidden']} latent {c['latent_dim']} "
+        f"({c['flops_per_row'] / 1e3:.1f} kFLOP/row), load average {c['load_average_1min']:.2f}"
+        f" on {c['cpu_count']} CPUs",
+        "",
+        "| engine | rows/s | GFLOP/s | vs roofline (d) | AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "torch_eager": "(a) torch eager",
+        "onnxruntime_fp32": "(b) onnxruntime fp32",
+        "onnxruntime_int8": "(c) onnxruntime int8",
+        "numpy_roofline": "(d) NumPy matmul chain",
+    }
+    for key, label in names.items():
+        v = t[key]
+        lines.append(
+            f"| {label} | {v['rows_per_s']:,.0f} | {v['gflops']:.1f} | "
+            f"{v['rows_per_s'] / roof:.2f} | {v['auroc']:.4f} |"
+        )
+    e, m, q = report["end_to_end"], report["memory"], report["int8"]
+    lines += [
+        "",
+        f"b/a {ratios['fp32_vs_torch']:.2f} (target >= 1.8); b/d {ratios['fp32_vs_roofline']:.2f}"
+        f" (target >= 0.8); c/d {ratios['int8_vs_roofline']:.2f}",
+        f"end to end from loopback S3: `ede score` {e['score_rows_per_s']:,.0f} rows/s vs plain "
+        f"pyarrow read {e['plain_read_rows_per_s']:,.0f} rows/s = {e['ratio']:.2f} (target >= "
+        f"0.7); vs the slower of read and fp32 scoring {ratios['end_to_end_vs_slower_stage']:.2f}",
+        f"peak RSS (batch {m['batch_size']}): import only {m['rss_import_only_mb']:.0f} MB, "
+        f"{m['rows_1x']:,} rows "
+        f"{m['rss_1x_mb']:.0f} MB, {m['rows_10x']:,} rows {m['rss_10x_mb']:.0f} MB: "
+        f"ratio {m['ratio']:.2f} (target <= 1.3)",
+        f"int8: {q['bytes_int8'] / 1e3:.1f} kB = {100 * q['size_ratio']:.1f}% of fp32 (target <= "
+        f"40%); AUROC {q['auroc_fp32']:.4f} -> {q['auroc_int8']:.4f}, drop "
+        f"{q['auroc_drop_points']:.2f} points (target <= 0.5)",
+    ]
+    return "\n".join(lines)

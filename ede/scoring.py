@@ -1,0 +1,251 @@
+"""Batch scoring: tables in object storage, through the exported graph, one Parquet out per input.
+
+Why it is built this way:
+
+- Trust the model first: model.onnx's sha256 is checked against metadata.json
+  before any data is touched.
+- Fail before writing: every input's schema is checked from its footer (or CSV
+  header) before the first output is written: feature columns matched by name,
+  order free; missing ones named; numeric types; row count; image list size.
+  Values (NaN, inf, missing) can only be seen while streaming: one stops the
+  run, the file at fault is not committed; files read completely before it are
+  committed (they are correct) and a rerun after the fix skips them.
+- Bounded memory: each file streams as pyarrow record batches of `batch_size`
+  rows, through queues of two batches; never a whole file in memory. Parquet is
+  scanned one row group at a time, so memory follows row-group size.
+- Overlap: a reader thread decodes and converts the next batch (pyarrow releases
+  the GIL), onnxruntime scores this one (so does it), a writer thread encodes and
+  uploads the previous one.
+- Restartable: each output goes to `<output>/_ede-tmp-<name>.<random>` and is moved
+  to `<output>/<input stem>.parquet` once complete; an existing output is skipped
+  unless `overwrite`, so rerunning after a crash finishes the job. Readers
+  (pyarrow, Spark) ignore names starting with `_`; a rerun removes leftovers.
+- Pass-through: by default every input column the model does not use (ids,
+  timestamps, the label) is copied beside `score` and `is_anomaly`, so an output
+  row stands alone; `id_columns` picks them explicitly and the rest is ignored.
+
+Inputs on S3 or local disk are read with pyarrow's native filesystems (faster
+than through fsspec), other protocols through fsspec; outputs go through fsspec
+(pyarrow's S3 leaves directory-marker objects behind when it moves a file).
+Credentials come from the standard AWS chain, never from here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ede.artifact import read_model, session
+from ede.score_inputs import Spec, check_schema, inspect
+from ede.score_pipeline import TMP_PREFIX, Job, Progress, run_jobs
+from ede.tables import _shown
+
+FORMATS = {".parquet": "parquet", ".csv": "csv"}
+DEFAULT_BATCH_SIZE = 65536  # rows per record batch read, and per row group written
+
+
+@dataclass(frozen=True)
+class Summary:
+    files: int
+    skipped: int
+    rows: int
+    anomalies: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        share = f" ({100 * self.anomalies / self.rows:.2f}%)" if self.rows else ""
+        skipped = (
+            f"; skipped {self.skipped} existing output(s), --overwrite to redo"
+            if self.skipped
+            else ""
+        )
+        return (
+            f"scored {self.files} file(s), {self.rows:,} rows, {self.anomalies:,} anomalies"
+            f"{share} in {self.seconds:.2f} s: {self.rows_per_second:,.0f} rows/s{skipped}"
+        )
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def arrow_fs(url: str) -> tuple[pafs.FileSystem, str, fsspec.AbstractFileSystem]:
+    """(pyarrow filesystem, path in it, fsspec filesystem) for one URL."""
+    fs, path = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols or "local" in protocols:
+        return pafs.LocalFileSystem(), path, fs
+    if "s3" in protocols or "s3a" in protocols:
+        return pafs.FileSystem.from_uri(f"s3://{path.split('/', 1)[0]}")[0], path, fs
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path, fs
+
+
+def list_inputs(url: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
+    """A file, a folder/prefix (recursive) or a glob -> [(path, URL shown)], sorted."""
+    afs, path, fs = arrow_fs(url)
+    fs.invalidate_cache()
+    if any(ch in path for ch in "*?["):
+        paths = fs.glob(path)
+    elif fs.isdir(path):
+        paths = fs.find(path)
+    elif fs.isfile(path):
+        if _format(path) is None:
+            raise ValueError(f"{_shown(url)}: not a .parquet or .csv file")
+        paths = [path]
+    else:
+        raise FileNotFoundError(f"{_shown(url)}: no such file, folder or prefix")
+    keep = sorted(
+        p for p in paths if _format(p) and not p.rsplit("/", 1)[-1].startswith(("_", "."))
+    )
+    if not keep:
+        raise ValueError(f"{_shown(url)}: no .parquet or .csv files there")
+    return afs, [(p, _shown(fs.unstrip_protocol(p))) for p in keep]
+
+
+def _format(path: str) -> str | None:
+    for suffix, fmt in FORMATS.items():
+        if path.lower().endswith(suffix):
+            return fmt
+    return None
+
+
+def _stem(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def plan(
+    afs_in: pafs.FileSystem,
+    inputs: list[tuple[str, str]],
+    output: str,
+    spec: Spec,
+    *,
+    id_columns: list[str] | None,
+    overwrite: bool,
+    notes: list[str],
+) -> tuple[fsspec.AbstractFileSystem, list[Job], int]:
+    """Check every input and decide its output before anything is written."""
+    fs_out, out_dir = fsspec.core.url_to_fs(output)
+    out_dir = out_dir.rstrip("/")
+    fs_out.invalidate_cache()
+    if fs_out.isfile(out_dir):
+        raise ValueError(f"{_shown(output)}: is a file; --output names a folder or prefix")
+    try:
+        existing = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs_out.ls(out_dir, detail=False)}
+    except FileNotFoundError:
+        existing = set()
+    jobs, skipped, seen, unused = [], 0, {}, set()
+    sources = {shown for _, shown in inputs}
+    for path, shown in inputs:
+        fmt = _format(path) or "parquet"
+        schema, rows = inspect(afs_in, path, shown, fmt)
+        passthrough = check_schema(schema, spec, shown, id_columns)
+        unused.update(n for n in schema.names if n not in spec.inputs)
+        name = f"{_stem(path)}.parquet"
+        if name in seen:
+            raise ValueError(f"{shown} and {seen[name]} would both write {name}; score them apart")
+        seen[name] = shown
+        target = f"{out_dir}/{name}"
+        if _shown(fs_out.unstrip_protocol(target)) in sources:
+            raise ValueError(f"{shown}: output {name} would overwrite this input")
+        if name in existing and not overwrite:
+            skipped += 1
+            continue
+        fields = [schema.field(c) for c in passthrough]
+        fields += [pa.field("score", pa.float32()), pa.field("is_anomaly", pa.bool_())]
+        out_schema = pa.schema(fields)
+        jobs.append(Job(path, shown, fmt, target, passthrough, out_schema, rows))
+    if unused:
+        fate = "passed through" if id_columns is None else "ignored"
+        shown_cols = sorted(unused - set(id_columns or []))
+        if shown_cols:
+            notes.append(f"column(s) not used by the model, {fate}: {shown_cols}")
+    stems = {_stem(job.output) for job in jobs}
+    for n in existing:  # leftovers of a killed run, for the outputs about to be written
+        if n.startswith(TMP_PREFIX) and n[len(TMP_PREFIX) :].rsplit(".", 1)[0] in stems:
+            fs_out.rm(f"{out_dir}/{n}")
+    return fs_out, jobs, skipped
+
+
+class TerminalProgress:
+    """A one-line progress display, redrawn at most every half second."""
+
+    def __init__(self, jobs: list[Job], stream=sys.stderr):
+        self.total = sum(j.rows or 0 for j in jobs) if all(j.rows for j in jobs) else None
+        self.files, self.stream, self.start = len(jobs), stream, time.perf_counter()
+        self.done_rows, self.done_files, self.last, self.current = 0, 0, 0.0, 0
+
+    def __call__(self, index: int, rows: int, committed: bool) -> None:
+        if committed:
+            self.done_rows += rows
+            self.done_files += 1
+            self.current = 0
+        else:
+            self.current = rows
+        now = time.perf_counter()
+        if now - self.last < 0.5 and self.done_files < self.files:
+            return
+        self.last = now
+        seen = self.done_rows + self.current
+        total = f"/{self.total:,} rows ({100 * seen / self.total:.0f}%)" if self.total else " rows"
+        rate = seen / max(now - self.start, 1e-9)
+        print(
+            f"\r{self.done_files}/{self.files} files, {seen:,}{total}, {rate:,.0f} rows/s",
+            end="\n" if self.done_files == self.files else "",
+            file=self.stream,
+            flush=True,
+        )
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def score(
+    model: str,
+    input: str,
+    output: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int = 1,
+    overwrite: bool = False,
+    id_columns: list[str] | None = None,
+    variant: str = "fp32",
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Summary:
+    """Score every table under `input` into `output` (see the module docstring)."""
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    graph, meta = read_model(model, variant)  # sha256 checked before anything else
+    spec = Spec(list(meta["feature_names"]), tuple(meta["input_shape"]))
+    sess = session(graph, threads)
+    afs_in, inputs = list_inputs(input)
+    notes: list[str] = []
+    fs_out, jobs, skipped = plan(
+        afs_in,
+        inputs,
+        output,
+        spec,
+        id_columns=id_columns,
+        overwrite=overwrite,
+        notes=notes,
+    )
+    if progress is None and sys.stderr.isatty() and jobs:
+        progress = TerminalProgress(jobs)
+    rows, anomalies = run_jobs(afs_in, fs_out, jobs, sess, spec, batch_size, progress)
+    for line in notes:  # after the run: a failed run says one line, its error
+        (warn or (lambda text: print(f"ede score: note: {text}", file=sys.stderr)))(line)
+    return Summary(len(jobs), skipped, rows, anomalies, time.perf_counter() - start)

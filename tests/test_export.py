@@ -1,0 +1,176 @@
+"""ONNX export: parity with torch (MLP and conv), metadata, int8; failures write nothing."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from ede import ESAD
+from ede.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, sha256
+from ede.cli import main
+from ede.export import export, export_folder
+
+FEATURES = ["a", "b", "c", "d", "e"]
+
+
+def table(n=600, seed=0, anomalies=30):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, len(FEATURES))) * 3 + 10, columns=FEATURES)
+    df["label"] = 0
+    df.loc[: anomalies - 1, ["a", "b"]] += 12
+    df.loc[: anomalies - 1, "label"] = 1
+    return df
+
+
+def run(model: str, x: np.ndarray):
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(["score", "is_anomaly"], {"x": x})
+
+
+def rel_diff(a, b):
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`ede train` (validation split, calibrated threshold) then `ede export --quantize int8`."""
+    root = tmp_path_factory.mktemp("mlp")
+    table().to_parquet(root / "train.parquet")
+    args = ["train", "--data", str(root / "train.parquet"), "--out", str(root / "model")]
+    assert main([*args, "--epochs", "3", "--target-fpr", "0.05"]) == 0
+    out = root / "onnx"
+    assert (
+        main(["export", "--model", str(root / "model"), "--out", str(out), "--quantize", "int8"])
+        == 0
+    )
+    return root
+
+
+def test_mlp_export_matches_torch_and_carries_its_metadata(trained):
+    out = trained / "onnx"
+    meta = json.loads((out / METADATA_FILE).read_text())
+    det = ESAD.load(str(trained / "model"))
+    fresh = table(200, seed=1)[FEATURES].to_numpy(np.float32)
+    score, flag = run(str(out / MODEL_FILE), fresh)
+    assert rel_diff(score, det.decision_function(fresh)) <= 1e-4
+    assert score.dtype == np.float32 and flag.dtype == bool and score.shape == (200,)
+    assert np.array_equal(flag, score > np.float32(meta["threshold"]))
+    one, _ = run(str(out / MODEL_FILE), fresh[:1])  # dynamic batch, down to one row
+    assert abs(one[0] - score[0]) <= 1e-5 * abs(score[0])
+
+    assert meta["feature_names"] == FEATURES and meta["input_shape"] == [5]
+    assert meta["exporter"]["name"] == "dynamo"
+    assert meta["parity"]["max_rel_diff"] <= 1e-4 and meta["parity"]["n_rows"] == 120
+    assert meta["calibration"]["target_fpr"] == 0.05  # taken over from ede train
+    assert meta["threshold"] == pytest.approx(det.threshold_, rel=1e-6)
+    assert meta["metrics"]["validation"]["fpr"] <= 0.05
+    assert meta["data"]["validation_rows_sha256"] and meta["data"]["rows_sha256"]
+    assert meta["training"]["params"]["epochs"] == 3
+    assert meta["files"][MODEL_FILE]["sha256"] == sha256((out / MODEL_FILE).read_bytes())
+    proto = onnx.load(str(out / MODEL_FILE))
+    onnx.checker.check_model(proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["feature_names"]) == FEATURES
+    assert float(props["threshold"]) == meta["threshold"] and props["ede_version"]
+    assert not any(p.name.endswith(".data") for p in out.iterdir())  # one self-contained file
+
+
+def test_int8_is_smaller_and_reported(trained):
+    out = trained / "onnx"
+    meta = json.loads((out / METADATA_FILE).read_text())
+    q = meta["files"][INT8_FILE]
+    assert q["sha256"] == sha256((out / INT8_FILE).read_bytes())
+    assert q["size_ratio"] < 0.6 and q["auroc_change_points"] is not None
+    score, _ = run(str(out / INT8_FILE), table(50, seed=2)[FEATURES].to_numpy(np.float32))
+    assert score.shape == (50,) and np.isfinite(score).all()
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    """A conv ESAD on 8x8 digits (0 = normal), exported from Python with its validation rows."""
+    digits = load_digits()
+    X = digits.images[:, None].astype(np.float32)  # (n, 1, 8, 8)
+    y = (digits.target != 0).astype(int)
+    normal = np.flatnonzero(y == 0)
+    det = ESAD(epochs=1, conv_channels=(4, 8), latent_dim=8, seed=0).fit(X[normal[:120]])
+    X_val = np.concatenate([X[normal[120:170]], X[np.flatnonzero(y == 1)[:10]]])
+    y_val = np.r_[np.zeros(50), np.ones(10)]
+    out = tmp_path_factory.mktemp("conv")
+    meta = export(det, str(out), X_val, y_val, target_fpr=0.1)
+    return det, out, meta, X
+
+
+def test_conv_export_matches_torch(conv):
+    det, out, meta, X = conv
+    assert meta["input_shape"] == [1, 8, 8] and meta["input"]["layout"] == "image"
+    assert meta["parity"]["max_rel_diff"] <= 1e-4 and meta["exporter"]["name"] == "dynamo"
+    score, flag = run(str(out / MODEL_FILE), X[:7])
+    assert rel_diff(score, det.decision_function(X[:7])) <= 1e-4
+    assert np.array_equal(flag, score > np.float32(meta["threshold"]))
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        run(str(out / MODEL_FILE), np.zeros((2, 1, 7, 7), np.float32))
+
+
+def test_score_images_and_refuse_the_wrong_shape(conv, tmp_path, capsys):
+    det, out, _, X = conv
+    pd.DataFrame({"id": range(30), "image": list(X[:30].reshape(30, -1))}).to_parquet(
+        tmp_path / "ok.parquet"
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(out),
+                "--input",
+                str(tmp_path / "ok.parquet"),
+                "--output",
+                str(tmp_path / "scored"),
+            ]
+        )
+        == 0
+    )
+    got = pd.read_parquet(tmp_path / "scored" / "ok.parquet")
+    assert rel_diff(got["score"].to_numpy(), det.decision_function(X[:30])) <= 1e-4
+    small = X[:30, :, :7, :7].reshape(30, -1)  # 7x7 images
+    pd.DataFrame({"image": list(small)}).to_parquet(tmp_path / "small.parquet")
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(out),
+                "--input",
+                str(tmp_path / "small.parquet"),
+                "--output",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "small.parquet" in err[0] and "'image'" in err[0], err
+    assert "49 values" in err[0] and "(1, 8, 8) = 64" in err[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr("ede.export.PARITY_TOLERANCE", -1.0)
+    with pytest.raises(ValueError, match="parity check failed.*nothing written"):
+        export_folder(str(trained / "model"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_without_validation_rows_is_one_line(tmp_path, capsys):
+    df = table(200)
+    ESAD(epochs=1, hidden=(8,), latent_dim=2).fit(df[FEATURES]).save(str(tmp_path / "model"))
+    code = main(["export", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "validation.parquet" in err and "--validation" in err
+    assert not (tmp_path / "out").exists()
