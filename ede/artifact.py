@@ -17,7 +17,7 @@ from typing import Any
 
 import fsspec
 
-from ede.tables import _shown
+from ede.tables import shown_url
 
 MODEL_FILE, INT8_FILE, METADATA_FILE = "model.onnx", "model.int8.onnx", "metadata.json"
 FORMAT = "ede.onnx/1"
@@ -36,11 +36,11 @@ def read_metadata(folder: str) -> dict[str, Any]:
         with fsspec.open(url, "rb") as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{_shown(url)}: no such file; run `ede export` first") from None
+        raise FileNotFoundError(f"{shown_url(url)}: no such file; run `ede export` first") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{_shown(url)}: not valid JSON: {exc}") from None
+        raise ValueError(f"{shown_url(url)}: not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{_shown(url)}: not an ede export (format {FORMAT!r} expected)")
+        raise ValueError(f"{shown_url(url)}: not an ede export (format {FORMAT!r} expected)")
     return meta
 
 
@@ -53,16 +53,16 @@ def read_model(folder: str, variant: str = "fp32") -> tuple[bytes, dict[str, Any
     recorded = meta.get("files", {}).get(name, {}).get("sha256")
     url = f"{folder.rstrip('/')}/{name}"
     if recorded is None:
-        raise ValueError(f"{_shown(url)}: not listed in {METADATA_FILE}; export with it first")
+        raise ValueError(f"{shown_url(url)}: not listed in {METADATA_FILE}; export with it first")
     try:
         with fsspec.open(url, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{_shown(url)}: no such file") from None
+        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
     got = sha256(data)
     if got != recorded:
         raise ValueError(
-            f"{_shown(url)}: sha256 {got[:16]}... does not match {METADATA_FILE} "
+            f"{shown_url(url)}: sha256 {got[:16]}... does not match {METADATA_FILE} "
             f"({recorded[:16]}...); the model was changed after export, re-export it"
         )
     return data, meta

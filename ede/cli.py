@@ -47,6 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.01,
         help="false-positive rate among validation normals the threshold allows (default 0.01)",
     )
+    _distributed_options(train)
+    train.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="with --workers: restarts of a crashed worker group, each resuming from the "
+        "latest checkpoint (default 0)",
+    )
+
+    tune_p = sub.add_parser(
+        "tune",
+        help="search the loss weights with Ray Tune (each trial a Ray Train run)",
+        description="Search lambda_entropy, lambda_consistency (log-uniform) and eta, optionally "
+        "lr and latent size, on a Parquet table at any fsspec URL. Every trial trains a fixed "
+        "epoch budget; ASHA stops weak trials early; trials are ranked by validation AUROC at "
+        "the final epoch; the winner is refitted on all rows. Writes results.parquet/.csv "
+        "(one row per trial) under --storage/<experiment>/ and prints the best config and "
+        "checkpoint. RAY_ADDRESS joins a cluster, else Ray starts locally.",
+    )
+    tune_p.add_argument("--data", required=True, help="Parquet table URL; label column optional")
+    tune_p.add_argument("--label-column", default="label", help="1 = known anomaly")
+    tune_p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    tune_p.add_argument("--epochs", type=int, default=20, help="epoch budget per trial (20)")
+    tune_p.add_argument(
+        "--searcher", default="asha", help="asha (random + ASHA) or optuna (TPE + ASHA)"
+    )
+    tune_p.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA's first rung (default: epochs/2)"
+    )
+    tune_p.add_argument("--tune-lr", action="store_true", help="also search the learning rate")
+    tune_p.add_argument("--tune-latent", action="store_true", help="also search the latent size")
+    tune_p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
+    tune_p.add_argument("--no-refit", action="store_true", help="skip refitting the winner")
+    tune_p.add_argument("--validation-fraction", type=float, default=0.2)
+    tune_p.add_argument("--experiment", default=None, help="run name under --storage")
+    tune_p.add_argument("--seed", type=int, default=0)
+    tune_p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    _distributed_options(tune_p, per_trial=True)
 
     export = sub.add_parser(
         "export",
@@ -137,7 +175,44 @@ def build_parser() -> argparse.ArgumentParser:
     bscore.add_argument("--json", required=True, help="where to write the report")
     bscore.add_argument("--rows", type=int, default=2_000_000, help="table rows (2,000,000)")
     bscore.add_argument("--threads", type=int, default=1, help="threads per engine (default 1)")
+
+    btrain = bench_sub.add_parser(
+        "train",
+        help="epoch time: in-process loop vs Ray TorchTrainer with 1 and 2 workers",
+        description="On shuttle (or --dataset): per-epoch wall time after warm-up of the "
+        "in-process loop, TorchTrainer with 1 worker and with 2 workers (same global batch), "
+        "as ratios to the in-process loop; Ray start-up seconds; final validation AUROC.",
+    )
+    btrain.add_argument("--data-dir", required=True, help="folder of <dataset>.npz (keys X, y)")
+    btrain.add_argument("--dataset", default="shuttle")
+    btrain.add_argument("--epochs", type=int, default=6, help="epochs per run (default 6)")
+    btrain.add_argument("--warmup", type=int, default=2, help="epochs left out of timing (2)")
+    btrain.add_argument("--json", required=True, help="where to write the report")
+    btrain.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
     return parser
+
+
+def _distributed_options(p: argparse.ArgumentParser, per_trial: bool = False) -> None:
+    workers = "--workers-per-trial" if per_trial else "--workers"
+    p.add_argument(
+        workers,
+        dest="workers",
+        type=int,
+        default=1 if per_trial else None,
+        help="Ray Train workers per trial (default 1)"
+        if per_trial
+        else "train with Ray Train on N workers (DDP); without it, train in this process",
+    )
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (1)"
+    )
+    p.add_argument(
+        "--storage",
+        required=per_trial,
+        default=None,
+        help="fsspec URL (s3://, file://, path) for Ray checkpoints and results",
+    )
 
 
 def _set_threads(n: int, torch_too: bool = True) -> None:
@@ -173,10 +248,12 @@ def cmd_train(args) -> None:
     from ede.calibration import calibrate_threshold
     from ede.estimator import ESAD
     from ede.protocol import validation_split
-    from ede.tables import _shown, read_table
+    from ede.tables import read_table, shown_url
 
     if not 0.0 <= args.target_fpr < 1.0:  # before the data is read and the net fitted
         raise ValueError(f"--target-fpr {args.target_fpr}: must be in [0, 1)")
+    if args.workers is not None:
+        return _train_distributed(args)
     table = read_table(args.data, label_column=args.label_column)
     y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
     X_fit, y_fit, X_val, y_val = validation_split(
@@ -196,7 +273,7 @@ def cmd_train(args) -> None:
         "validation_fraction": args.validation_fraction,
         "calibration": cal.to_dict(),
         "data": {
-            "source": _shown(args.data),
+            "source": shown_url(args.data),
             "rows": len(table.X),
             "rows_sha256": provenance.rows_sha256(table.X, table.y),
             "fit_rows": len(X_fit),
@@ -213,6 +290,106 @@ def cmd_train(args) -> None:
         f"read {len(table.X)} rows ({n_labelled} labelled anomalies); fit on {len(X_fit)}, "
         f"validation {len(X_val)} ({int(y_val.sum())} labelled); threshold {cal.threshold:.6g} "
         f"at target FPR {cal.target_fpr:g}; model: {args.out}"
+    )
+
+
+def _train_distributed(args) -> None:
+    """`ede train --workers N`: Ray Train reads the Parquet table shard by shard; the model
+    folder is the same as in-process training writes (validation rows, provenance, model)."""
+    import numpy as np
+    import pandas as pd
+
+    from ede import provenance
+    from ede.calibration import calibrate_threshold
+    from ede.distributed import trainer as dt
+    from ede.estimator import ESAD
+    from ede.tables import shown_url
+
+    scaling = dt.Scaling(args.workers, args.gpu, args.cpus_per_worker)
+    scaling.check()
+    if not args.storage:
+        raise ValueError("--workers needs --storage URL: Ray keeps checkpoints there")
+    storage = dt.storage_path(args.storage)
+    data = dt.prepare_data(
+        args.data,
+        label_column=args.label_column,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )
+    params = {"seed": args.seed, "scaling": "standard_minmax"}
+    if args.epochs is not None:
+        params.update(epochs=args.epochs, min_steps=None, max_steps=None)
+    dt.connect(log_to_driver=True)
+    run = dt.RunSpec(storage, max_failures=args.max_failures)
+    det, result = dt.fit_distributed(ESAD(**params), data, scaling, run)
+    names = list(data.layout.feature_names)
+    scores = det.decision_function(pd.DataFrame(data.X_val, columns=names)).astype(np.float32)
+    cal = calibrate_threshold(scores, data.y_val, args.target_fpr)
+    det.threshold_ = cal.threshold
+    label = args.label_column
+    val_table = provenance.validation_table(data.X_val, data.y_val, names, label)
+    provenance.write_validation(args.out, val_table)
+    provenance.write_provenance(
+        args.out,
+        {
+            "label_column": label,
+            "validation_fraction": args.validation_fraction,
+            "calibration": cal.to_dict(),
+            "data": {
+                "source": shown_url(args.data),
+                "rows": data.layout.n_rows,
+                "fit_rows": data.fit_rows,
+                "validation_rows": len(data.y_val),
+            },
+            "training": {"workers": args.workers, "gpu": args.gpu, "checkpoint": result.path},
+        },
+    )
+    det.save(args.out)
+    last = det.history_[-1] if det.history_ else {}
+    print(
+        f"trained on {args.workers} worker(s); validation AUROC "
+        f"{last.get('val_auroc', float('nan')):.4f} at epoch {last.get('epoch')}; "
+        f"checkpoint: {result.checkpoint.path}; model: {args.out}"
+    )
+
+
+def cmd_tune(args) -> None:
+    from ede.distributed import trainer as dt
+    from ede.distributed import tuning
+    from ede.estimator import ESAD
+
+    spec = tuning.SearchSpec(
+        trials=args.trials,
+        epochs=args.epochs,
+        searcher=args.searcher,
+        grace_period=args.grace_period,
+        tune_lr=args.tune_lr,
+        tune_latent=args.tune_latent,
+        max_concurrent=args.max_concurrent,
+        refit=not args.no_refit,
+        seed=args.seed,
+    )
+    spec.check()
+    scaling = dt.Scaling(args.workers, args.gpu, args.cpus_per_worker)
+    scaling.check()
+    storage = dt.storage_path(args.storage)
+    dt.connect(log_to_driver=True)
+    scaling.check_cluster()
+    out = tuning.search(
+        ESAD(seed=args.seed),
+        args.data,
+        storage,
+        spec,
+        scaling,
+        label_column=args.label_column,
+        validation_fraction=args.validation_fraction,
+        experiment=args.experiment,
+    )
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in out.best_params.items())
+    print(
+        f"best trial {out.best_trial}: validation AUROC {out.best_val_auroc:.4f} at the final "
+        f"epoch; {shown}\nresults: {out.table_url}.parquet (.csv); checkpoint: {out.checkpoint}"
+        f"\n{len(out.table)} trials in {out.wall_s:.0f} s"
     )
 
 
@@ -253,6 +430,15 @@ def cmd_bench(args) -> None:
         _write_json(args.json, report)
         print(scoring.markdown(report))
         return
+    if args.bench == "train":
+        from ede.bench import train
+
+        report = train.run(
+            args.data_dir, dataset=args.dataset, epochs=args.epochs, warmup=args.warmup, log=_log
+        )
+        _write_json(args.json, report)
+        print(train.markdown(report))
+        return
     if args.bench == "odds":
         from ede.bench import odds
 
@@ -285,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(var, str(args.threads))
     _set_threads(args.threads, torch_too=args.command != "score")
     try:
-        commands = {"train": cmd_train, "export": cmd_export, "score": cmd_score}
+        commands = {"train": cmd_train, "tune": cmd_tune, "export": cmd_export, "score": cmd_score}
         commands.get(args.command, cmd_bench)(args)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"ede {args.command}: error: {exc}", file=sys.stderr)

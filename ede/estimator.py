@@ -55,7 +55,7 @@ class ESAD(BaseEstimator):
         self,
         *,
         lambda_entropy: float = 0.1,
-        lambda_consistency: float = 1.0,
+        lambda_consistency: float = 0.1,
         eta: float = 1.0,
         hidden: tuple[int, ...] = (128, 64),
         latent_dim: int = 16,
@@ -65,6 +65,7 @@ class ESAD(BaseEstimator):
         max_steps: int | None = 3000,
         batch_size: int = 256,
         lr: float = 1e-3,
+        lr_schedule: str = "constant",
         weight_decay: float = 1e-6,
         labelled_share: float | None = None,
         anomaly_target: str = "invert",
@@ -85,6 +86,7 @@ class ESAD(BaseEstimator):
         self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.labelled_share = labelled_share
         self.anomaly_target = anomaly_target
@@ -114,6 +116,7 @@ class ESAD(BaseEstimator):
             max_steps=None if self.max_steps is None else int(self.max_steps),
             batch_size=int(self.batch_size),
             lr=float(self.lr),
+            lr_schedule=self.lr_schedule,
             weight_decay=float(self.weight_decay),
             labelled_share=None if self.labelled_share is None else float(self.labelled_share),
             anomaly_target=self.anomaly_target,
@@ -146,6 +149,8 @@ class ESAD(BaseEstimator):
             bad("contamination", "must be in [0, 1)")
         if self.anomaly_target not in ANOMALY_TARGETS:
             bad("anomaly_target", f"must be one of {ANOMALY_TARGETS}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            bad("lr_schedule", "must be 'constant' or 'cosine'")
         if self.scaling not in ("standard_minmax", "none"):
             bad("scaling", "must be 'standard_minmax' or 'none'")
 

@@ -58,7 +58,7 @@ from ede.provenance import (
     rows_sha256,
 )
 from ede.storage import write_bytes_atomic
-from ede.tables import _shown
+from ede.tables import shown_url
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
@@ -303,7 +303,7 @@ def export_folder(
         )
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{_shown(url)}: no validation rows; `ede train` writes them, or pass --validation"
+            f"{shown_url(url)}: no validation rows; `ede train` writes them, or pass --validation"
         ) from None
     if target_fpr is None:
         target_fpr = prov.get("calibration", {}).get("target_fpr", DEFAULT_TARGET_FPR)

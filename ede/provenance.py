@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ede.artifact import IMAGE_COLUMN
 from ede.storage import write_bytes_atomic
-from ede.tables import _shown, read_table
+from ede.tables import read_table, shown_url
 
 VALIDATION_FILE, PROVENANCE_FILE = "validation.parquet", "provenance.json"
 
@@ -68,13 +68,13 @@ def read_validation(
         with fsspec.open(url, "rb") as f:
             t = pq.read_table(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{_shown(url)}: no such file") from None
+        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
     if IMAGE_COLUMN not in t.column_names:
-        raise ValueError(f"{_shown(url)}: no '{IMAGE_COLUMN}' column of flattened images")
+        raise ValueError(f"{shown_url(url)}: no '{IMAGE_COLUMN}' column of flattened images")
     size = int(np.prod(input_shape))
     X = np.asarray(t.column(IMAGE_COLUMN).combine_chunks().flatten(), dtype=np.float32)
     if X.size != size * t.num_rows:
-        raise ValueError(f"{_shown(url)}: '{IMAGE_COLUMN}' rows are not images of {input_shape}")
+        raise ValueError(f"{shown_url(url)}: '{IMAGE_COLUMN}' rows are not images of {input_shape}")
     y = t.column(label_column).to_numpy() if label_column in t.column_names else None
     return X.reshape(t.num_rows, *input_shape), (
         np.zeros(t.num_rows, np.int64) if y is None else y.astype(np.int64)

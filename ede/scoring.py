@@ -44,7 +44,7 @@ import pyarrow.fs as pafs
 from ede.artifact import read_model, session
 from ede.score_inputs import Spec, check_schema, inspect
 from ede.score_pipeline import TMP_PREFIX, Job, Progress, run_jobs
-from ede.tables import _shown
+from ede.tables import shown_url
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 DEFAULT_BATCH_SIZE = 65536  # rows per record batch read, and per row group written
@@ -99,16 +99,16 @@ def list_inputs(url: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
         paths = fs.find(path)
     elif fs.isfile(path):
         if _format(path) is None:
-            raise ValueError(f"{_shown(url)}: not a .parquet or .csv file")
+            raise ValueError(f"{shown_url(url)}: not a .parquet or .csv file")
         paths = [path]
     else:
-        raise FileNotFoundError(f"{_shown(url)}: no such file, folder or prefix")
+        raise FileNotFoundError(f"{shown_url(url)}: no such file, folder or prefix")
     keep = sorted(
         p for p in paths if _format(p) and not p.rsplit("/", 1)[-1].startswith(("_", "."))
     )
     if not keep:
-        raise ValueError(f"{_shown(url)}: no .parquet or .csv files there")
-    return afs, [(p, _shown(fs.unstrip_protocol(p))) for p in keep]
+        raise ValueError(f"{shown_url(url)}: no .parquet or .csv files there")
+    return afs, [(p, shown_url(fs.unstrip_protocol(p))) for p in keep]
 
 
 def _format(path: str) -> str | None:
@@ -141,7 +141,7 @@ def plan(
     out_dir = out_dir.rstrip("/")
     fs_out.invalidate_cache()
     if fs_out.isfile(out_dir):
-        raise ValueError(f"{_shown(output)}: is a file; --output names a folder or prefix")
+        raise ValueError(f"{shown_url(output)}: is a file; --output names a folder or prefix")
     try:
         existing = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs_out.ls(out_dir, detail=False)}
     except FileNotFoundError:
@@ -158,7 +158,7 @@ def plan(
             raise ValueError(f"{shown} and {seen[name]} would both write {name}; score them apart")
         seen[name] = shown
         target = f"{out_dir}/{name}"
-        if _shown(fs_out.unstrip_protocol(target)) in sources:
+        if shown_url(fs_out.unstrip_protocol(target)) in sources:
             raise ValueError(f"{shown}: output {name} would overwrite this input")
         if name in existing and not overwrite:
             skipped += 1

@@ -33,7 +33,7 @@ class Table:
     source: str
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """URL for messages; a ``user:secret@`` part, should anyone write one, is never printed."""
     return re.sub(r"://[^/@]*@", "://***@", url)
 
@@ -43,7 +43,9 @@ def _suffix(url: str) -> str:
     for suffix in SUFFIXES:
         if path.endswith(suffix):
             return suffix
-    raise ValueError(f"{_shown(url)}: unknown table format; expected one of {', '.join(SUFFIXES)}")
+    raise ValueError(
+        f"{shown_url(url)}: unknown table format; expected one of {', '.join(SUFFIXES)}"
+    )
 
 
 def read_table(
@@ -62,7 +64,7 @@ def read_table(
         with fs.open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{_shown(url)}: no such file") from None
+        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
     try:
         if suffix == ".npz":
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
@@ -72,7 +74,7 @@ def read_table(
         else:
             frame = pd.read_csv(io.BytesIO(raw))
     except Exception as exc:  # parsers fail in many types; report them as one
-        raise ValueError(f"{_shown(url)}: cannot parse as {suffix[1:]}: {exc}") from exc
+        raise ValueError(f"{shown_url(url)}: cannot parse as {suffix[1:]}: {exc}") from exc
     if suffix == ".npz":
         frame, label_column = _npz_frame(arrays, url, label_column)
     return _frame_to_table(frame, url, label_column, feature_columns)
@@ -82,17 +84,17 @@ def _npz_frame(
     arrays: dict[str, np.ndarray], url: str, label_column: str | None
 ) -> tuple[pd.DataFrame, str | None]:
     if "X" not in arrays:
-        raise ValueError(f"{_shown(url)}: npz has no array 'X' (found {sorted(arrays)})")
+        raise ValueError(f"{shown_url(url)}: npz has no array 'X' (found {sorted(arrays)})")
     X = arrays["X"]
     y = arrays.get("y") if label_column is not None else None
     if X.ndim != 2:
-        raise ValueError(f"{_shown(url)}: array 'X' must be 2-d (n, d), got shape {X.shape}")
+        raise ValueError(f"{shown_url(url)}: array 'X' must be 2-d (n, d), got shape {X.shape}")
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     if y is None:
         return frame, None
     if y.shape != (len(X),):
         raise ValueError(
-            f"{_shown(url)}: array 'y' must have shape ({len(X)},) to match X, got {y.shape}"
+            f"{shown_url(url)}: array 'y' must have shape ({len(X)},) to match X, got {y.shape}"
         )
     frame["y"] = y
     return frame, "y"
@@ -104,7 +106,7 @@ def _frame_to_table(
     label_column: str | None,
     feature_columns: list[str] | None,
 ) -> Table:
-    where = _shown(url)
+    where = shown_url(url)
     frame.columns = [str(c) for c in frame.columns]
     if len(frame) == 0:
         raise ValueError(f"{where}: table is empty (0 rows)")
@@ -161,7 +163,7 @@ def write_table(
     any failure the temporary key is removed and ``url`` is left untouched.
     """
     if not url.split("?", 1)[0].lower().endswith(".parquet"):
-        raise ValueError(f"{_shown(url)}: write_table writes parquet; use a .parquet URL")
+        raise ValueError(f"{shown_url(url)}: write_table writes parquet; use a .parquet URL")
     buffer = io.BytesIO()
     # Serialise before touching storage: a frame pyarrow rejects leaves nothing behind.
     _to_frame(table_or_df, label_column).to_parquet(buffer, index=False)

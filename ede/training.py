@@ -26,13 +26,14 @@ from ede.objective import esad_objective
 @dataclass(frozen=True)
 class TrainConfig:
     lambda_entropy: float = 0.1
-    lambda_consistency: float = 1.0
+    lambda_consistency: float = 0.1
     eta: float = 1.0
     epochs: int = 100
     min_steps: int | None = 1000  # train more epochs when `epochs` would make fewer steps
     max_steps: int | None = 3000  # stop after the epoch that reaches this many optimizer steps
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": warm-up, then cosine decay to 0 at the end
     weight_decay: float = 1e-6
     labelled_share: float | None = None  # share of labelled anomalies per batch; None = natural
     anomaly_target: str = "invert"
@@ -112,10 +113,14 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
         anomaly_target=cfg.anomaly_target,
     )
 
-    for epoch in range(start_epoch, planned_epochs(cfg, steps)):
+    n_epochs = planned_epochs(cfg, steps)
+    lr_at = LearningRate(cfg.lr, cfg.lr_schedule, total_steps=n_epochs * steps)
+    for epoch in range(start_epoch, n_epochs):
         wrapped.train()
         sums = torch.zeros(4)
-        for idx in sampler.epoch():
+        for i, idx in enumerate(sampler.epoch()):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch * steps + i)
             xb, yb = x_all[idx], y_all[idx]
             terms = esad_objective(xb, *wrapped(xb), yb, generator=gen, **weights)
             optimizer.zero_grad(set_to_none=True)
@@ -137,6 +142,32 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             },
         )
     return net.eval()
+
+
+class LearningRate:
+    """The learning rate as a pure function of the global step, so a resumed run
+    (Ray restarting from a checkpoint) continues the same schedule with no state.
+
+    "cosine": linear warm-up over the first 5% of steps, then cosine decay to 0, so
+    the last epoch, the one judged and exported, is a converged one rather than a
+    snapshot of Adam's noise at a constant rate.
+    """
+
+    SCHEDULES = ("constant", "cosine")
+
+    def __init__(self, base: float, schedule: str, total_steps: int):
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {self.SCHEDULES}, got {schedule!r}")
+        self.base, self.schedule, self.total = base, schedule, max(1, total_steps)
+        self.warmup = max(1, self.total // 20)
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.base
+        if step < self.warmup:
+            return self.base * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:

@@ -57,3 +57,55 @@ def odds_dir() -> Path:
     if not ODDS_DIR.is_dir():
         pytest.skip("../shared/data/odds not present: ODDS tests need the shared data folder")
     return ODDS_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server: str) -> Iterator[None]:
+    """One local Ray for the session: 2 CPUs, and `trial_driver` units for Tune's trial drivers.
+
+    Started after `s3_server` has set the AWS_* variables, so Ray's workers inherit them.
+    """
+    import ray
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        # Ray Train's controller polls for reports every 2 s by default (ede's connect()
+        # lowers it the same way); tiny test epochs would each wait for a poll.
+        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+        ray.init(  # the dashboard serves the State API Train V2's placement-group cleaner needs
+            num_cpus=2,
+            resources={"trial_driver": 8},
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def write_anomaly_table():
+    """A function writing a small shuffled Parquet table (labelled anomalies shifted by
+    `shift`) in row groups of 250 rows to any fsspec URL; returns the URL."""
+    import fsspec
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(
+        url: str, n_normal: int = 1500, n_anomaly: int = 60, d: int = 8, shift: float = 3.0
+    ) -> str:
+        rng = np.random.default_rng(0)
+        X = np.vstack([rng.normal(size=(n_normal, d)), rng.normal(shift, 1.0, (n_anomaly, d))])
+        y = np.r_[np.zeros(n_normal, np.int64), np.ones(n_anomaly, np.int64)]
+        order = rng.permutation(len(y))
+        columns = {f"f{j}": X[order, j].astype(np.float32) for j in range(d)}
+        table = pa.table({**columns, "label": y[order]})
+        with fsspec.open(url, "wb") as f:
+            pq.write_table(table, f, row_group_size=250)
+        return url
+
+    return write

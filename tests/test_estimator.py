@@ -170,3 +170,16 @@ def test_step_floor_and_cap_clip_epochs(n_rows, expected_epochs):
 
     steps_per_epoch = -(-n_rows // 256)
     assert planned_epochs(TrainConfig(), steps_per_epoch) == expected_epochs
+
+
+def test_defaults_are_the_ones_selection_picked():
+    """benchmarks/select_defaults.py records how the defaults were chosen; keep them in step."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "select_defaults.py"
+    spec = importlib.util.spec_from_file_location("select_defaults", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = ESAD().get_params()
+    assert {k: params[k] for k in module.SHIPPED} == module.SHIPPED

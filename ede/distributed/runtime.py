@@ -1,0 +1,87 @@
+"""`RayRuntime`: the `Runtime` of `ede.training` on a Ray Train worker.
+
+The training loop only asks a runtime for its rank, its device, a prepared model,
+a state to resume from and a place to report. Here those map onto Ray Train:
+`prepare_model` wraps in DDP (gloo on CPU, NCCL on GPU) when there are 2+ workers,
+`get_checkpoint` gives the latest registered checkpoint after a restart, and
+`report` is a barrier that every rank calls once per epoch while only rank 0
+attaches a checkpoint (Ray merges checkpoint folders from all ranks; one writer
+keeps it one copy).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+STATE_FILE, META_FILE = "state.pt", "meta.json"
+
+
+class RayRuntime:
+    """`extra` (JSON-able, e.g. the scaler) rides along in every checkpoint's meta.json."""
+
+    def __init__(self, extra: dict[str, Any] | None = None):
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.extra = extra or {}
+        self.history: list[dict[str, float]] = []
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return ray.train.torch.prepare_model(model)
+
+    def restore(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        state, meta = load_checkpoint(checkpoint)
+        self.history = list(meta.get("history", []))
+        return state
+
+    def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
+        # A wall-clock stamp per epoch: the driver derives epoch times from it.
+        metrics = {**metrics, "timestamp": time.time(), "world_size": self.world_size}
+        self.history.append(metrics)
+        if self.rank != 0 or state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint_dir(Path(tmp), state(), {**self.extra, "history": self.history})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def write_checkpoint_dir(folder: Path, state: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Tensors in state.pt (model, optimizer, epoch), everything else as JSON: no pickled code."""
+    tensors = {k: state[k] for k in ("model", "optimizer", "epoch")}
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    (folder / STATE_FILE).write_bytes(buf.getvalue())
+    meta = {k: v for k, v in state.items() if k not in tensors}
+    meta.update(extra, epoch=int(state["epoch"]))
+    (folder / META_FILE).write_text(json.dumps(meta, default=_json_default))
+
+
+def load_checkpoint(checkpoint: ray.train.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state for `train_loop`, meta) from a checkpoint on any storage Ray supports."""
+    with checkpoint.as_directory() as folder:
+        raw = (Path(folder) / STATE_FILE).read_bytes()
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    return state, meta
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,199 @@
+"""Ray Train on a real local Ray (2 CPUs): sharding, DDP agreement, S3 storage, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+import ray.cloudpickle  # noqa: E402
+import ray.train  # noqa: E402
+import s3fs  # noqa: E402
+
+from ede.cli import main  # noqa: E402
+from ede.distributed import trainer as dt  # noqa: E402
+from ede.distributed.runtime import RayRuntime  # noqa: E402
+from ede.distributed.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
+from ede.distributed.tuning import SearchSpec  # noqa: E402
+from ede.estimator import ESAD  # noqa: E402
+from ede.protocol import validation_split  # noqa: E402
+from ede.scaling import AffineScaler  # noqa: E402
+
+# The worker-side wrappers below live in this test module, which Ray's workers cannot
+# import: ship them by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+EPOCHS = 4
+
+
+def _esad(**kw) -> ESAD:
+    params = dict(seed=0, epochs=EPOCHS, min_steps=None, max_steps=None, batch_size=128)
+    return ESAD(**{**params, **kw})
+
+
+def digest_loop(config: dict):
+    """train_func, then each rank writes a hash of its final parameters."""
+    net = dt.run_worker(config)
+    rank = ray.train.get_context().get_world_rank()
+    blob = b"".join(v.detach().cpu().numpy().tobytes() for v in net.state_dict().values())
+    Path(config["digest_dir"], f"rank{rank}").write_text(hashlib.sha256(blob).hexdigest())
+
+
+class CrashOnce(RayRuntime):
+    """Rank 1 dies before reporting epoch `at`, once (a marker file remembers)."""
+
+    def __init__(self, log: str, marker: str, at: int):
+        super().__init__()
+        self.log, self.marker, self.at = Path(log), Path(marker), at
+
+    def _note(self, line: str) -> None:
+        if self.rank == 0:
+            with self.log.open("a") as f:
+                f.write(line + "\n")
+
+    def restore(self):
+        state = super().restore()
+        self._note(f"start {-1 if state is None else int(state['epoch'])}")
+        return state
+
+    def report(self, metrics, state):
+        if self.rank == 1 and metrics["epoch"] == self.at and not self.marker.exists():
+            self.marker.touch()
+            raise RuntimeError("injected worker crash")
+        super().report(metrics, state)
+        self._note(f"epoch {int(metrics['epoch'])}")
+
+
+def crash_loop(config: dict):
+    dt.train_func(config, CrashOnce(config["log"], config["marker"], config["crash_at"]))
+
+
+# ----------------------------------------------------------------------------- no Ray
+
+
+def test_shards_partition_fit_rows_and_scaler_matches(tmp_path, write_anomaly_table):
+    url = write_anomaly_table(str(tmp_path / "t.parquet"))
+    data = dt.prepare_data(url, validation_fraction=0.2, seed=3)
+    X_all, y_all = read_rows(data.layout, np.arange(data.layout.n_rows))
+    X_fit, y_fit, X_val, y_val = validation_split(X_all, y_all, fraction=0.2, seed=3)
+    np.testing.assert_array_equal(data.X_val, X_val)  # the in-process `ede train` split
+    shard = ParquetShard(data.layout, data.scaler.to_dict(), data.val_rows)
+    parts = [shard(r, 3) for r in range(3)]
+    assert sum(len(p[0]) for p in parts) == data.fit_rows == len(X_fit)
+    expected = AffineScaler().fit(X_fit)
+    np.testing.assert_allclose(data.scaler.offset_, expected.offset_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data.scaler.scale_, expected.scale_, rtol=1e-5)
+    stacked = np.concatenate([p[0] for p in parts])
+    np.testing.assert_allclose(stacked, expected.transform(X_fit), atol=1e-5)
+    assert fit_scaler(data.layout, data.val_rows).to_dict() == data.scaler.to_dict()
+
+
+def test_bad_configuration_fails_fast_with_one_line(tmp_path, write_anomaly_table, capsys):
+    url = write_anomaly_table(str(tmp_path / "t.parquet"))
+    out = str(tmp_path / "model")
+    store = str(tmp_path / "ray")
+    cases = {
+        "need at least 1 worker": ["train", "--data", url, "--out", out, "--workers", "0"],
+        "unknown": ["tune", "--data", url, "--storage", store, "--searcher", "bogus"],
+        "not writable": [
+            "train",
+            "--data",
+            url,
+            "--out",
+            out,
+            "--workers",
+            "1",
+            "--storage",
+            "/proc/ede-no-such-place",
+        ],  # fmt: skip
+        "Parquet": [
+            "train",
+            "--data",
+            str(tmp_path / "t.csv"),
+            "--out",
+            out,
+            "--workers",
+            "1",
+            "--storage",
+            store,
+        ],  # fmt: skip
+    }
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_gpu = True
+    if not has_gpu:
+        cases["no CUDA GPU"] = ["train", "--data", url, "--out", out, "--workers", "1", "--gpu",
+                                "--storage", store]  # fmt: skip
+    for needle, argv in cases.items():
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    with pytest.raises(ValueError, match="searcher"):
+        SearchSpec(searcher="grid").check()
+    assert not Path(out).exists()
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def test_two_workers_agree_and_match_one_worker_on_s3(
+    ray_cluster, s3_bucket, write_anomaly_table, tmp_path
+):
+    url = write_anomaly_table(f"{s3_bucket}/data/t.parquet")
+    storage = dt.storage_path(f"{s3_bucket}/ray")
+    data = dt.prepare_data(url, validation_fraction=0.2, seed=0)
+    aurocs = {}
+    for workers in (1, 2):
+        digests = tmp_path / f"digests{workers}"
+        digests.mkdir()
+        config = {**data.worker_config(_esad()), "digest_dir": str(digests)}
+        run = dt.RunSpec(storage, name=f"w{workers}", keep_checkpoints=2)
+        scaling = dt.Scaling(workers=workers, cpus_per_worker=0.5)
+        result = dt.make_trainer(config, scaling, run, loop=digest_loop).fit()
+        hashes = {p.read_text() for p in digests.iterdir()}
+        assert len(list(digests.iterdir())) == workers and len(hashes) == 1
+        det = dt.estimator_from_checkpoint(_esad(), result.checkpoint, data)
+        assert [m["epoch"] for m in det.history_] == list(range(EPOCHS))
+        aurocs[workers] = det.history_[-1]["val_auroc"]
+        assert det.decision_function(data.X_val).shape == (len(data.X_val),)
+        assert result.checkpoint.path.startswith(storage.removeprefix("s3://"))
+    assert aurocs[1] > 0.9
+    assert abs(aurocs[1] - aurocs[2]) <= 0.01, aurocs
+    fs = s3fs.S3FileSystem()
+    names = fs.ls(f"{storage}/w2")
+    checkpoints = [n for n in names if n.rsplit("/", 1)[-1].startswith("checkpoint_2")]
+    assert len(checkpoints) == 2  # keep_checkpoints
+    assert {"state.pt", "meta.json"} <= {p.rsplit("/", 1)[-1] for p in fs.ls(checkpoints[-1])}
+
+
+def test_crashed_worker_resumes_from_latest_checkpoint(ray_cluster, write_anomaly_table, tmp_path):
+    url = write_anomaly_table(str(tmp_path / "t.parquet"))
+    data = dt.prepare_data(url, validation_fraction=0.2, seed=0)
+    epochs, at = 6, 3
+    config = {
+        **data.worker_config(_esad(epochs=epochs)),
+        "log": str(tmp_path / "log.txt"),
+        "marker": str(tmp_path / "crashed"),
+        "crash_at": at,
+    }
+    run = dt.RunSpec(dt.storage_path(str(tmp_path / "ray")), name="crash", max_failures=1)
+    scaling = dt.Scaling(workers=2, cpus_per_worker=0.5)
+    result = dt.make_trainer(config, scaling, run, loop=crash_loop).fit()
+    lines = Path(config["log"]).read_text().split()
+    events = list(zip(lines[::2], map(int, lines[1::2]), strict=True))
+    starts = [i for i, (kind, _) in enumerate(events) if kind == "start"]
+    assert len(starts) == 2 and Path(config["marker"]).exists()
+    restored = events[starts[1]][1]
+    assert restored in (at - 2, at - 1), events  # latest registered checkpoint, not scratch
+    before = [e for kind, e in events[: starts[1]] if kind == "epoch"]
+    after = [e for kind, e in events[starts[1] :] if kind == "epoch"]
+    assert before == list(range(at)) and after == list(range(restored + 1, epochs)), events
+    assert result.checkpoint is not None
