@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 from ede import ESAD
 from ede.metrics import evaluate
 
-FAST = dict(epochs=15, batch_size=64, min_steps=None)
+FAST = dict(epochs=40, batch_size=64, min_steps=None)
 
 
 def toy(n_normal=400, n_anom=40, d=6, seed=0):
