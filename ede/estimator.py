@@ -237,7 +237,7 @@ class ESAD(BaseEstimator):
             "input_shape": list(self.input_shape_),
             "scaler": self.scaler_.to_dict(),
             "threshold": self.threshold_,
-            "feature_names": self._feature_names(),
+            "feature_names": self.input_feature_names(),
             "history": self.history_,
         }
         base = path.rstrip("/")
@@ -245,7 +245,8 @@ class ESAD(BaseEstimator):
         # The JSON goes last: its presence marks a complete model.
         write_bytes_atomic(f"{base}/{CONFIG_FILE}", json.dumps(meta, indent=2).encode())
 
-    def _feature_names(self) -> list[str]:
+    def input_feature_names(self) -> list[str]:
+        """Column names in input order (f0.. without names); [] for images."""
         if hasattr(self, "feature_names_in_"):
             return [str(n) for n in self.feature_names_in_]
         if len(self.input_shape_) == 1:

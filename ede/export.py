@@ -157,14 +157,6 @@ def _run(model: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return score, flag
 
 
-def _feature_names(det: ESAD) -> list[str]:
-    if len(det.input_shape_) != 1:
-        return []  # images: one tensor, no column names
-    if hasattr(det, "feature_names_in_"):
-        return [str(n) for n in det.feature_names_in_]
-    return [f"f{i}" for i in range(det.input_shape_[0])]
-
-
 def export(
     det: ESAD,
     out: str,
@@ -189,7 +181,7 @@ def export(
     cal = calibrate_threshold(torch_scores, y_val, target_fpr)
     threshold = float(np.float32(cal.threshold))  # the value the graph compares against
     proto, exporter = to_onnx(inference_wrapper(det, threshold), det.input_shape_)
-    names, shape = _feature_names(det), list(det.input_shape_)
+    names, shape = det.input_feature_names(), list(det.input_shape_)
     props = {
         "ede_version": __version__,
         "feature_names": json.dumps(names),
@@ -299,7 +291,7 @@ def export_folder(
     url = validation or f"{model.rstrip('/')}/{VALIDATION_FILE}"
     try:
         X_val, y_val = read_validation(
-            url, _feature_names(det), det.input_shape_, prov.get("label_column", "label")
+            url, det.input_feature_names(), det.input_shape_, prov.get("label_column", "label")
         )
     except FileNotFoundError:
         raise FileNotFoundError(

@@ -9,15 +9,15 @@ never from code.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
-import uuid
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import pandas as pd
+
+from ede.storage import write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
 _MAX_SHOWN = 10
@@ -167,15 +167,4 @@ def write_table(
     buffer = io.BytesIO()
     # Serialise before touching storage: a frame pyarrow rejects leaves nothing behind.
     _to_frame(table_or_df, label_column).to_parquet(buffer, index=False)
-    fs, path = fsspec.core.url_to_fs(url)
-    if "file" in fs.protocol:
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with fs.open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-        fs.mv(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        raise
+    write_bytes_atomic(url, buffer.getvalue())
