@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,flows]'
 	# deepod (a benchmark peer) pins torch<1.13.1 in its metadata but runs on current torch
 	$(PY) -m pip install -q --no-deps deepod==0.4.1
 	touch $(STAMP)
@@ -32,7 +32,7 @@ test: lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m ede.demo
+	$(PY) -m flows.demo
 
 # The ODDS benchmark of the README (needs ../shared/data/odds; about an hour on 1 core).
 bench-odds: $(STAMP)

@@ -296,12 +296,8 @@ def cmd_train(args) -> None:
 def _train_distributed(args) -> None:
     """`ede train --workers N`: Ray Train reads the Parquet table shard by shard; the model
     folder is the same as in-process training writes (validation rows, provenance, model)."""
-    import numpy as np
-    import pandas as pd
-
-    from ede import provenance
-    from ede.calibration import calibrate_threshold
     from ede.distributed import trainer as dt
+    from ede.distributed.model_folder import train_model_folder
     from ede.estimator import ESAD
     from ede.tables import shown_url
 
@@ -321,35 +317,24 @@ def _train_distributed(args) -> None:
         params.update(epochs=args.epochs, min_steps=None, max_steps=None)
     dt.connect(log_to_driver=True)
     run = dt.RunSpec(storage, max_failures=args.max_failures)
-    det, result = dt.fit_distributed(ESAD(**params), data, scaling, run)
-    names = list(data.layout.feature_names)
-    scores = det.decision_function(pd.DataFrame(data.X_val, columns=names)).astype(np.float32)
-    cal = calibrate_threshold(scores, data.y_val, args.target_fpr)
-    det.threshold_ = cal.threshold
-    label = args.label_column
-    val_table = provenance.validation_table(data.X_val, data.y_val, names, label)
-    provenance.write_validation(args.out, val_table)
-    provenance.write_provenance(
+    trained = train_model_folder(
+        ESAD(**params),
+        data,
         args.out,
-        {
-            "label_column": label,
+        scaling,
+        run,
+        label_column=args.label_column,
+        target_fpr=args.target_fpr,
+        record={
             "validation_fraction": args.validation_fraction,
-            "calibration": cal.to_dict(),
-            "data": {
-                "source": shown_url(args.data),
-                "rows": data.layout.n_rows,
-                "fit_rows": data.fit_rows,
-                "validation_rows": len(data.y_val),
-            },
-            "training": {"workers": args.workers, "gpu": args.gpu, "checkpoint": result.path},
+            "data": {"source": shown_url(args.data)},
         },
     )
-    det.save(args.out)
-    last = det.history_[-1] if det.history_ else {}
+    last = trained.det.history_[-1] if trained.det.history_ else {}
     print(
         f"trained on {args.workers} worker(s); validation AUROC "
-        f"{last.get('val_auroc', float('nan')):.4f} at epoch {last.get('epoch')}; "
-        f"checkpoint: {result.checkpoint.path}; model: {args.out}"
+        f"{trained.final_val_auroc:.4f} at epoch {last.get('epoch')}; "
+        f"checkpoint: {trained.checkpoint.path}; model: {args.out}"
     )
 
 

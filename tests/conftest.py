@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 
 # Before any test module imports numpy/torch: the suite shares its cores with benchmarks.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Prefect offline (NOTES.md): no telemetry, a patient ephemeral server, and a home of the
+# suite's own, so tests never touch the user's ~/.prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ede-test-prefect-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ODDS_DIR = REPO_ROOT.parent / "shared" / "data" / "odds"
@@ -49,6 +55,15 @@ def s3_bucket(s3_server: str) -> Iterator[str]:
     fs.mkdir(name)
     yield f"s3://{name}"
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Real flow runs against a temporary Prefect API and database (≈15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +86,19 @@ def connect(*, log_to_driver: bool = False) -> float:
             log_to_driver=log_to_driver,
         )
     return time.perf_counter() - start
+
+
+@contextmanager
+def ray_session(*, log_to_driver: bool = False) -> Iterator[float]:
+    """Ray for the length of one job (a flow run): joined or started once, and shut down
+    afterwards only if this job started it. Yields the seconds connecting took."""
+    started = not ray.is_initialized()
+    seconds = connect(log_to_driver=log_to_driver)
+    try:
+        yield seconds
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def controller_env() -> dict[str, str]:
@@ -236,14 +250,20 @@ def prepare_data(
     validation_fraction: float | None = 0.2,
     seed: int = 0,
     scaling: str = "standard_minmax",
+    validation_rows: np.ndarray | None = None,
 ) -> PreparedData:
     """Footer, label column, validation rows and a streaming scaler fit on the fit rows.
 
-    `validation_fraction=None` trains on every row (the refit after a search).
+    `validation_rows` (row indices) takes a split made upstream (`ede.prepare`) as it
+    is; else `validation_fraction` carves one; `None` trains on every row (the refit).
     """
     layout = inspect_parquet(url, label_column)
     y = read_labels(layout)
-    if validation_fraction is None:
+    if validation_rows is not None:
+        val = np.asarray(validation_rows, dtype=np.int64)
+        if len(val) and (val.min() < 0 or val.max() >= len(y)):
+            raise ValueError(f"{shown_url(url)}: validation rows outside its {len(y)} rows")
+    elif validation_fraction is None:
         val = np.empty(0, dtype=np.int64)
     else:
         _, val = split_rows(y, validation_fraction, seed)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
+import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -58,6 +59,7 @@ class SearchSpec:
     max_concurrent: int | None = None
     refit: bool = True
     seed: int = 0
+    verbose: int = 1  # Tune's console tables: 0 silent (a caller logging its own summary)
 
     def check(self) -> None:
         if self.searcher not in SEARCHERS:
@@ -125,6 +127,7 @@ def search(
     label_column: str | None = "label",
     validation_fraction: float = 0.2,
     experiment: str | None = None,
+    validation_rows: np.ndarray | None = None,
 ) -> SearchOutcome:
     """Run the search; `storage` must be checked and `ray` connected by the caller."""
     spec.check()
@@ -138,6 +141,7 @@ def search(
         validation_fraction=validation_fraction,
         seed=spec.seed,
         scaling=det.scaling,
+        validation_rows=validation_rows,
     )
     if int(data.y_val.sum()) == 0:
         raise ValueError(f"{data_url}: the validation split holds no labelled anomaly to rank by")
@@ -166,7 +170,7 @@ def search(
             num_samples=spec.trials,
             max_concurrent_trials=concurrent,
         ),
-        run_config=tune.RunConfig(name=experiment, storage_path=storage),
+        run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=spec.verbose),
     )
     table = results_table(tuner.fit(), spec)
     table_url = f"{storage.rstrip('/')}/{experiment}/results"
@@ -270,6 +274,16 @@ def best_row(table: pd.DataFrame) -> pd.Series:
         errors = "; ".join(e for e in table["error"] if e)[:300]
         raise RuntimeError(f"no trial completed its epoch budget{': ' + errors if errors else ''}")
     return table.loc[table["best"]].iloc[0]
+
+
+def trial_checkpoint(path: str, storage: str) -> ray.train.Checkpoint:
+    """A checkpoint the results table names (a path on `storage`'s filesystem), loadable."""
+    import pyarrow.fs as pafs
+
+    if not path:
+        raise ValueError("the trial reported no checkpoint")
+    fs = pafs.FileSystem.from_uri(storage)[0] if "://" in storage else pafs.LocalFileSystem()
+    return ray.train.Checkpoint(path=path, filesystem=fs)
 
 
 def _finite(v: float) -> float | None:

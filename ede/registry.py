@@ -1,0 +1,114 @@
+"""A model registry on object storage: immutable versions and a champion pointer.
+
+    <models>/<name>/<version>/   model.onnx, [model.int8.onnx], report.json, metadata.json
+    <models>/<name>/champion     JSON: which version serves, and its test metrics
+
+A version folder is complete when metadata.json is there (it is copied last, and
+readers refuse a folder without it). The pointer is one small object written
+atomically, so scorers see the old champion or the new one, never a mix. It moves
+only when the candidate is at least as good as the champion on the same test rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from ede.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
+from ede.storage import write_bytes_atomic
+from ede.tables import shown_url
+
+CHAMPION, REPORT = "champion", "report.json"
+
+
+def new_version() -> str:
+    """Sortable by time, unique across concurrent runs."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def model_root(models_url: str, name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"model name {name!r}: must be non-empty, without '/' or a leading '.'")
+    return f"{models_url.rstrip('/')}/{name}"
+
+
+def read_champion(models_url: str, name: str) -> dict[str, Any] | None:
+    url = f"{model_root(models_url, name)}/{CHAMPION}"
+    try:
+        with fsspec.open(url, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{shown_url(url)}: not valid JSON: {exc}") from None
+
+
+def champion_url(models_url: str, name: str) -> str:
+    champ = read_champion(models_url, name)
+    if champ is None:
+        raise FileNotFoundError(
+            f"{shown_url(model_root(models_url, name))}/{CHAMPION}: no champion yet; "
+            "run the retraining flow first, or pass a model URL"
+        )
+    return champ["url"]
+
+
+def publish(artifact_url: str, models_url: str, name: str, version: str, report: dict) -> str:
+    """Copy an exported artifact (sha256-checked) into its version folder; returns its URL."""
+    read_model(artifact_url)  # refuses an incomplete or tampered export before copying
+    src, dst = artifact_url.rstrip("/"), f"{model_root(models_url, name)}/{version}"
+    fs, _ = fsspec.core.url_to_fs(src)
+    try:
+        for file in (MODEL_FILE, INT8_FILE):
+            _, path = fsspec.core.url_to_fs(f"{src}/{file}")
+            if fs.exists(path):
+                write_bytes_atomic(f"{dst}/{file}", fs.cat_file(path))
+        write_bytes_atomic(f"{dst}/{REPORT}", json.dumps(report, indent=2).encode())
+        _, meta = fsspec.core.url_to_fs(f"{src}/{METADATA_FILE}")
+        write_bytes_atomic(f"{dst}/{METADATA_FILE}", fs.cat_file(meta))
+        read_model(dst)
+    except BaseException:
+        remove(dst)
+        raise
+    return dst
+
+
+def remove(url: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def set_champion(models_url: str, name: str, record: dict[str, Any]) -> None:
+    data = json.dumps(record, indent=2).encode()
+    write_bytes_atomic(f"{model_root(models_url, name)}/{CHAMPION}", data)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(candidate: dict, champion: dict | None, champion_error: str | None = None) -> Decision:
+    """The rule: promote when there is no comparable champion or the candidate's test AUROC
+    is at least the champion's on the same rows; never promote on a metric that is missing."""
+    new = candidate.get("auroc")
+    if champion is None and champion_error is None:
+        return Decision(True, "no champion yet")
+    if champion_error is not None:
+        return Decision(True, f"the champion cannot score this test data ({champion_error})")
+    old = champion.get("auroc")
+    if new is None or not math.isfinite(new):
+        return Decision(False, "the test split has no labelled anomalies: AUROC undefined")
+    if old is None or not math.isfinite(old):
+        return Decision(True, "the champion has no test AUROC on this data")
+    if new >= old:
+        return Decision(True, f"test AUROC {new:.4f} >= champion's {old:.4f} on the same rows")
+    return Decision(False, f"test AUROC {new:.4f} < champion's {old:.4f} on the same rows")

@@ -1,0 +1,1 @@
+"""Prefect flows around the ede library: retraining (`retrain`) and batch scoring (`score`)."""

@@ -1,0 +1,84 @@
+"""Scheduled batch scoring with the champion (or a given model), around `ede score`.
+
+Scoring is idempotent: outputs that already exist are skipped, so a retry after a
+storage hiccup or a crash finishes the job instead of redoing it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from ede import registry
+from ede.scoring import Summary
+from ede.scoring import score as score_tables
+from ede.tables import shown_url
+from flows.io_retries import STORAGE_RETRIES
+from flows.retrain import ModelName
+
+
+@task(name="resolve-model", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def resolve_model(storage_url: str, name: str, model_url: str | None) -> str:
+    return model_url or registry.champion_url(f"{storage_url.rstrip('/')}/models", name)
+
+
+@task(name="score", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def score_batch(
+    model_url: str, input_url: str, output_url: str, batch_size: int, threads: int, overwrite: bool
+) -> Summary:
+    logger = get_run_logger()
+    summary = score_tables(
+        model_url,
+        input_url,
+        output_url,
+        batch_size=batch_size,
+        threads=threads,
+        overwrite=overwrite,
+        warn=logger.warning,
+    )
+    logger.info(summary.line())
+    return summary
+
+
+@flow(name="ede-score")
+def score(
+    input_url: str,
+    output_url: str,
+    storage_url: str,
+    model_url: str | None = None,
+    name: ModelName = "ede",
+    batch_size: Annotated[int, Field(ge=1)] = 65536,
+    threads: Annotated[int, Field(ge=1, le=256)] = 1,
+    overwrite: bool = False,
+) -> dict:
+    """Score the Parquet/CSV file(s) at `input_url` into `output_url`; `model_url` defaults
+    to the champion of `name` under `storage_url`."""
+    model = resolve_model(storage_url, name, model_url)
+    summary = score_batch(model, input_url, output_url, batch_size, threads, overwrite)
+    result = {
+        "model_url": model,
+        "files": summary.files,
+        "skipped": summary.skipped,
+        "rows": summary.rows,
+        "anomalies": summary.anomalies,
+        "rows_per_second": summary.rows_per_second,
+        "output_url": output_url,
+    }
+    create_markdown_artifact(
+        "\n".join(
+            [
+                f"# ede score: {name}",
+                "",
+                f"- model: `{shown_url(model)}`",
+                f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
+                f"- {summary.line()}",
+            ]
+        ),
+        key=f"{name}-score",
+        description="ede batch scoring",
+    )
+    return result

@@ -1,0 +1,120 @@
+"""Retraining and scoring flows end to end: S3 (moto's server), real Ray, real Prefect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import s3fs
+
+from ede import registry
+
+pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_cluster")
+
+SMALL = dict(epochs=3, batch_size=64, quantize_int8=False, min_rows=50)
+
+
+def _keys(fs: s3fs.S3FileSystem, url: str) -> list[str]:
+    fs.invalidate_cache()
+    base = url.removeprefix("s3://")
+    return [k[len(base) + 1 :] for k in fs.find(base)]
+
+
+def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomaly_table):
+    from flows.retrain import retrain
+    from flows.score import score
+
+    data = write_anomaly_table(f"{s3_bucket}/incoming/table.parquet", n_normal=600, n_anomaly=40)
+    first = retrain(data_url=data, storage_url=s3_bucket, trials=2, **SMALL)
+    fs = s3fs.S3FileSystem()
+    keys = _keys(fs, s3_bucket)
+    v1 = first["version"]
+    prepared = [k for k in keys if k.startswith("prepared/")]
+    assert {k.rsplit("/", 1)[1] for k in prepared} == {
+        "train.parquet",
+        "test.parquet",
+        "manifest.json",
+    }
+    assert f"runs/{v1}/tune/results.parquet" in keys  # tuning results
+    assert any(k.startswith(f"runs/{v1}/tune-") and k.endswith("state.pt") for k in keys)
+    for name in ("model.onnx", "metadata.json", "report.json"):
+        assert f"models/ede/{v1}/{name}" in keys
+    assert first["promoted"] and first["reason"] == "no champion yet"
+    champion = registry.read_champion(f"{s3_bucket}/models", "ede")
+    assert champion["version"] == v1 and champion["url"] == f"{s3_bucket}/models/ede/{v1}"
+    assert first["test"]["auroc"] > 0.9  # anomalies shifted by 3 sd: easy to rank
+    report = json.loads(fs.cat_file(f"{s3_bucket}/models/ede/{v1}/report.json"))
+    assert report["data"]["sha256"] == first["data_sha256"]
+    assert report["best_params"] == first["best_params"] and len(first["best_params"]) == 3
+
+    scored = score(input_url=data, output_url=f"{s3_bucket}/scores", storage_url=s3_bucket)
+    assert scored["model_url"] == champion["url"] and scored["rows"] == 640
+    with fs.open(f"{s3_bucket}/scores/table.parquet", "rb") as f:
+        out = pd.read_parquet(f)
+    assert len(out) == 640 and {"score", "is_anomaly", "label"} <= set(out.columns)
+    assert int(out["is_anomaly"].sum()) == scored["anomalies"]
+
+    # Same data again, a far smaller budget and no search: the rule decides, on the same rows.
+    second = retrain(data_url=data, storage_url=s3_bucket, trials=0, **{**SMALL, "epochs": 1})
+    v2 = second["version"]
+    assert second["data_sha256"] == first["data_sha256"]
+    assert second["champion_test"]["rows"] == first["test"]["rows"]  # the same test split
+    assert second["champion_test"]["auroc"] == pytest.approx(first["test"]["auroc"], abs=1e-6)
+    expected = second["test"]["auroc"] >= second["champion_test"]["auroc"]
+    assert second["promoted"] == expected
+    keys = _keys(fs, s3_bucket)
+    assert len({k for k in keys if k.startswith("prepared/")}) == 3  # reused, not rewritten
+    assert f"models/ede/{v2}/model.onnx" in keys  # published either way
+    assert any(k.startswith(f"runs/{v2}/train/") and k.endswith("state.pt") for k in keys)
+    now = registry.read_champion(f"{s3_bucket}/models", "ede")
+    assert now["version"] == (v2 if expected else v1)
+
+
+def _models(fs, bucket) -> list[str]:
+    fs.invalidate_cache()
+    return fs.find(f"{bucket.removeprefix('s3://')}/models")
+
+
+def test_bad_url_schema_error_and_mid_run_failure_publish_nothing(s3_bucket):
+    from flows.retrain import retrain
+
+    fs = s3fs.S3FileSystem()
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        retrain(data_url=f"{s3_bucket}/nope.parquet", storage_url=s3_bucket, **SMALL)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    frame["label"] = 0
+    frame["region"] = "eu"
+    with fs.open(f"{s3_bucket}/bad/table.parquet", "wb") as f:
+        frame.to_parquet(f, index=False)
+    with pytest.raises(ValueError, match="'region' is not numeric"):
+        retrain(data_url=f"{s3_bucket}/bad/table.parquet", storage_url=s3_bucket, **SMALL)
+    # One labelled anomaly: ingest succeeds, then the search has nothing to rank trials by.
+    frame = frame.drop(columns="region")
+    frame.loc[0, "label"] = 1
+    with fs.open(f"{s3_bucket}/one/table.parquet", "wb") as f:
+        frame.to_parquet(f, index=False)
+    with pytest.raises(ValueError, match="no labelled anomaly to rank by"):
+        retrain(data_url=f"{s3_bucket}/one/table.parquet", storage_url=s3_bucket, **SMALL)
+    fs.invalidate_cache()
+    assert fs.find(f"{s3_bucket.removeprefix('s3://')}/prepared")  # the run got that far
+    assert _models(fs, s3_bucket) == []
+
+
+def test_parameters_are_validated_with_clear_messages():
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.retrain import retrain
+    from flows.score import score
+
+    good = {"data_url": "s3://b/d.parquet", "storage_url": "s3://b"}
+    assert retrain.validate_parameters(good)["trials"] == 4
+    for bad, field in (({"trials": -1}, "trials"), ({"name": "Bad/Name"}, "name")):
+        with pytest.raises(ParameterTypeError, match=field):
+            retrain.validate_parameters({**good, **bad})
+    with pytest.raises(ParameterTypeError, match="threads"):
+        score.validate_parameters(
+            {"input_url": "a", "output_url": "b", "storage_url": "c", "threads": 0}
+        )
