@@ -118,3 +118,32 @@ def test_parameters_are_validated_with_clear_messages():
         score.validate_parameters(
             {"input_url": "a", "output_url": "b", "storage_url": "c", "threads": 0}
         )
+
+
+def test_storage_tasks_retry_transient_errors_and_fail_fast_on_bad_input():
+    from prefect import flow, task
+
+    from flows.io_retries import STORAGE_RETRIES
+
+    calls = []
+
+    @task(**STORAGE_RETRIES)
+    def flaky(kind: str) -> int:
+        calls.append(kind)
+        if len(calls) == 1:
+            raise (
+                ConnectionError("connection reset")
+                if kind == "transient"
+                else ValueError("column 'x' is not numeric")
+            )
+        return len(calls)
+
+    @flow
+    def run(kind: str) -> int:
+        return flaky(kind)
+
+    assert run("transient") == 2  # retried once, after a backoff
+    calls.clear()
+    with pytest.raises(ValueError, match="not numeric"):
+        run("permanent")
+    assert calls == ["permanent"]  # bad input is not retried
