@@ -38,6 +38,7 @@ ROUND1 = dict(
     lambda_entropy=0.1,
     lambda_consistency=1.0,
     eta=1.0,
+    scaling="standard_minmax",  # Deep SAD's; ESAD's default until round 7
 )
 B256 = {**ROUND1, "batch_size": 256, "labelled_share": None}  # round 1's pick, b256 natural
 CHOSEN = {**B256, "min_steps": 1000, "max_steps": 3000}  # the pick before round 6
@@ -72,10 +73,29 @@ CANDIDATES = {
     # round 6: the loss-term weights around NOTES.md's (0.1, 1); "chosen_lc0.1" won
     "chosen": CHOSEN,
     "chosen_le0.01": {**CHOSEN, "lambda_entropy": 0.01},
-    "chosen_lc0.1": {**CHOSEN, "lambda_consistency": 0.1},
+    "chosen_lc0.1": {**CHOSEN, "lambda_consistency": 0.1},  # shipped until round 7
     "chosen_le1": {**CHOSEN, "lambda_entropy": 1.0},
+    # round 7 (seeds 10-12; chosen_lc0.1 run where it was missing): shuttle's heavy tails.
+    # After standardising, min-max lets each feature's most extreme training value set its
+    # range, so the bulk of a heavy-tailed feature fills a sliver of [0, 1]; z-scores alone
+    # keep every feature at unit variance in the reconstruction error.
+    "shipped_standard": {**CHOSEN, "lambda_consistency": 0.1, "scaling": "standard"},
+    # z-scores make the reconstruction term about 10x larger than on min-max data
+    # (feature variance 1 against about 0.1), so the lambdas scaled along keep its balance
+    "standard_le0.3_lc0.3": {
+        **CHOSEN,
+        "scaling": "standard",
+        "lambda_entropy": 0.3,
+        "lambda_consistency": 0.3,
+    },
+    "standard_le1_lc1": {**CHOSEN, "scaling": "standard", "lambda_entropy": 1.0},
+    # z-scores won shuttle but lost satellite and cardio whatever the lambdas; min-max on
+    # the 1st and 99th percentiles keeps bounded features much as they were and spreads
+    # heavy-tailed ones. It won: mean validation AUROC 0.9927 vs 0.9898 (5%), 0.9751 vs
+    # 0.9741 (1%), shuttle 0.9970 / 0.9980 vs 0.9958 / 0.9960.
+    "shipped_quantile": {**CHOSEN, "lambda_consistency": 0.1, "scaling": "quantile_minmax"},
 }
-SHIPPED = CANDIDATES["chosen_lc0.1"]  # ESAD()'s defaults (a test checks they agree)
+SHIPPED = CANDIDATES["shipped_quantile"]  # ESAD()'s defaults (a test checks they agree)
 
 
 def main() -> None:

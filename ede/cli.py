@@ -312,7 +312,7 @@ def _train_distributed(args) -> None:
         validation_fraction=args.validation_fraction,
         seed=args.seed,
     )
-    params = {"seed": args.seed, "scaling": "standard_minmax"}
+    params = {"seed": args.seed}
     if args.epochs is not None:
         params.update(epochs=args.epochs, min_steps=None, max_steps=None)
     dt.connect(log_to_driver=True)

@@ -21,7 +21,7 @@ from ede.checks import check_shape, check_X, check_y
 from ede.model import EncoderDecoderEncoder
 from ede.nets import NetConfig
 from ede.objective import ANOMALY_TARGETS
-from ede.scaling import AffineScaler, IdentityScaler
+from ede.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler, StandardScaler
 from ede.storage import write_bytes_atomic
 from ede.training import (
     ArrayShard,
@@ -33,6 +33,12 @@ from ede.training import (
 )
 
 WEIGHTS_FILE, CONFIG_FILE = "weights.pt", "esad.json"
+SCALERS = {
+    "standard_minmax": AffineScaler,
+    "quantile_minmax": QuantileMinMaxScaler,
+    "standard": StandardScaler,
+    "none": IdentityScaler,
+}
 
 
 class ESAD(BaseEstimator):
@@ -47,8 +53,12 @@ class ESAD(BaseEstimator):
     Training runs `epochs` epochs, clipped so that it makes between `min_steps` and
     `max_steps` optimizer steps (None lifts a bound). `labelled_share` fixes the share
     of labelled anomalies in every batch (sampled with replacement); None keeps their
-    natural share. Defaults were chosen on validation splits carved from training data
-    (README, benchmarks/select_defaults.py).
+    natural share. `scaling` is the per-feature affine map fitted on the training rows
+    (`ede.scaling`): "quantile_minmax" (default: min-max on the 1st and 99th
+    percentiles, so heavy-tailed features are not squeezed by their extremes),
+    "standard_minmax" (Deep SAD's), "standard" (z-scores) or "none". Defaults were
+    chosen on validation splits carved from training data (README,
+    benchmarks/select_defaults.py).
     """
 
     def __init__(
@@ -70,7 +80,7 @@ class ESAD(BaseEstimator):
         labelled_share: float | None = None,
         anomaly_target: str = "invert",
         share_encoders: bool = False,
-        scaling: str = "standard_minmax",
+        scaling: str = "quantile_minmax",
         contamination: float = 0.01,
         device: str = "cpu",
         seed: int = 0,
@@ -151,8 +161,8 @@ class ESAD(BaseEstimator):
             bad("anomaly_target", f"must be one of {ANOMALY_TARGETS}")
         if self.lr_schedule not in ("constant", "cosine"):
             bad("lr_schedule", "must be 'constant' or 'cosine'")
-        if self.scaling not in ("standard_minmax", "none"):
-            bad("scaling", "must be 'standard_minmax' or 'none'")
+        if self.scaling not in SCALERS:
+            bad("scaling", f"must be one of {tuple(SCALERS)}")
 
     def _device(self) -> torch.device:
         if self.device == "auto":
@@ -176,8 +186,7 @@ class ESAD(BaseEstimator):
         if (y == 0).sum() == 0:
             raise ValueError("y marks every row as a known anomaly; ESAD needs unlabelled rows")
         device = self._device()
-        scaler = AffineScaler() if self.scaling == "standard_minmax" else IdentityScaler()
-        scaler.fit(X)
+        scaler = SCALERS[self.scaling]().fit(X)
         Xs = scaler.transform(X)
         config = {
             "net": asdict(self.net_config(X.shape[1:])),

@@ -34,7 +34,8 @@ def corrupt(x: torch.Tensor, kind: str = "invert", generator: torch.Generator | 
     """The target a labelled anomaly is pushed to reconstruct instead of itself.
 
     "invert" is 1 - x: on min-max scaled data it is the farthest point of the unit
-    box from x, deterministic and free. "noise" is uniform noise in [0, 1).
+    box from x (with the default percentile min-max, the box that holds the bulk of
+    every feature), deterministic and free. "noise" is uniform noise in [0, 1).
     """
     if kind == "invert":
         return 1.0 - x

@@ -20,9 +20,8 @@ from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed.runtime import RayRuntime  # noqa: E402
 from ede.distributed.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
 from ede.distributed.tuning import SearchSpec  # noqa: E402
-from ede.estimator import ESAD  # noqa: E402
+from ede.estimator import ESAD, SCALERS  # noqa: E402
 from ede.protocol import validation_split  # noqa: E402
-from ede.scaling import AffineScaler  # noqa: E402
 
 # The worker-side wrappers below live in this test module, which Ray's workers cannot
 # import: ship them by value.
@@ -85,12 +84,16 @@ def test_shards_partition_fit_rows_and_scaler_matches(tmp_path, write_anomaly_ta
     shard = ParquetShard(data.layout, data.scaler.to_dict(), data.val_rows)
     parts = [shard(r, 3) for r in range(3)]
     assert sum(len(p[0]) for p in parts) == data.fit_rows == len(X_fit)
-    expected = AffineScaler().fit(X_fit)
+    expected = SCALERS[ESAD().scaling]().fit(X_fit)  # prepare_data follows ESAD's default
     np.testing.assert_allclose(data.scaler.offset_, expected.offset_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(data.scaler.scale_, expected.scale_, rtol=1e-5)
     stacked = np.concatenate([p[0] for p in parts])
     np.testing.assert_allclose(stacked, expected.transform(X_fit), atol=1e-5)
-    assert fit_scaler(data.layout, data.val_rows).to_dict() == data.scaler.to_dict()
+    for kind in ("standard_minmax", "standard", "quantile_minmax"):  # streaming == in memory
+        streamed = fit_scaler(data.layout, data.val_rows, kind)
+        in_memory = SCALERS[kind]().fit(X_fit)
+        np.testing.assert_allclose(streamed.offset_, in_memory.offset_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(streamed.scale_, in_memory.scale_, rtol=1e-5)
 
 
 def test_bad_configuration_fails_fast_with_one_line(tmp_path, write_anomaly_table, capsys):

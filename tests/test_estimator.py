@@ -183,3 +183,19 @@ def test_defaults_are_the_ones_selection_picked():
     spec.loader.exec_module(module)
     params = ESAD().get_params()
     assert {k: params[k] for k in module.SHIPPED} == module.SHIPPED
+
+
+def test_quantile_minmax_spreads_a_heavy_tailed_feature():
+    """The default scaler maps each feature's 1st..99th percentiles onto [0, 1], so one
+    extreme row no longer squeezes the rest of its feature; constant features stay put."""
+    from ede.scaling import AffineScaler, QuantileMinMaxScaler
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=2000), rng.normal(size=2000), np.ones(2000)])
+    X[0, 1] = 1e4  # one extreme row
+    q = QuantileMinMaxScaler().fit(X).transform(X)
+    box = np.percentile(q[:, :2], [1, 99], axis=0)
+    np.testing.assert_allclose(box, [[0, 0], [1, 1]], atol=1e-5)
+    assert np.all(q[:, 2] == 0)
+    assert AffineScaler().fit(X).transform(X)[1:, 1].std() < 1e-3  # what min-max does to it
+    assert ESAD().scaling == "quantile_minmax"

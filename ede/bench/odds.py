@@ -74,7 +74,7 @@ def run_odds(
             for method in methods:
                 torch.manual_seed(seed)
                 np.random.seed(seed)
-                # ESAD scales inside fit (the same map, learned on the same rows)
+                # ESAD scales inside fit with its own `scaling`, learned on the same rows
                 X_tr, X_te = (
                     (split.X_train, split.X_test) if method in ("esad", "ae_ablation") else scaled
                 )
@@ -95,7 +95,8 @@ def run_odds(
             "gamma_l": gamma_l,
             "gamma_p": gamma_p,
             "seeds": seeds,
-            "scaling": "standardise then min-max, fitted on training rows",
+            "scaling": "peers: standardise then min-max; esad, ae_ablation: ESAD's own "
+            "(default: min-max on the 1st and 99th percentiles); all fitted on training rows",
             "datasets": list(datasets),
             "methods": list(methods),
             "torch_threads": torch.get_num_threads(),

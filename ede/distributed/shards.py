@@ -1,9 +1,10 @@
 """Per-worker reads of a Parquet table: each worker reads only the row groups of its shard.
 
-The driver never holds the training features: it reads the label column (one small
-column) to carve a stratified validation split, gathers the validation rows, and
-fits the scaler in one streaming pass over row groups. Workers then open the same
-URL and read the row groups that cover their contiguous range of rows.
+The driver never holds all the training features: it reads the label column (one
+small column) to carve a stratified validation split, gathers the validation rows,
+and fits the scaler in one streaming pass over row groups (percentiles: on a sample
+of at most QUANTILE_SAMPLE rows). Workers then open the same URL and read the row
+groups that cover their contiguous range of rows.
 
 Shards are contiguous row ranges, so a table sorted by label gives workers
 different mixes; DDP averages their gradients, so training is still correct, but
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ede.protocol import validation_split
-from ede.scaling import AffineScaler
+from ede.scaling import AffineScaler, QuantileMinMaxScaler
 from ede.tables import shown_url
 
 
@@ -124,12 +125,25 @@ def read_rows(layout: ParquetLayout, rows: np.ndarray) -> tuple[np.ndarray, np.n
     return np.concatenate(Xs), np.concatenate(ys)
 
 
-def fit_scaler(layout: ParquetLayout, skip: np.ndarray) -> AffineScaler:
-    """Deep SAD's standardise-then-min-max, fitted in one streaming pass over the fit rows.
+def fit_scaler(layout: ParquetLayout, skip: np.ndarray, kind: str, seed: int = 0) -> AffineScaler:
+    """ESAD's scaler (`kind` as its `scaling`), fitted on the fit rows without holding them.
 
-    Mean and variance merge per row group (Chan et al.); min and max are exact, so
-    the map equals `AffineScaler().fit` on the same rows up to float rounding.
+    "standard_minmax" and "standard" take one streaming pass: mean and variance merge
+    per row group (Chan et al.), min and max are exact, so the map equals the
+    in-memory scaler's fit on the same rows up to float rounding. "quantile_minmax"
+    needs percentiles: it fits on up to QUANTILE_SAMPLE fit rows drawn at random
+    (all of them, hence exactly the in-memory map, on smaller tables).
     """
+    if kind not in ("standard_minmax", "standard", "quantile_minmax"):
+        raise ValueError(f"scaling={kind!r}: no streaming fit for it")
+    if kind == "quantile_minmax":
+        fit_rows = np.setdiff1d(np.arange(layout.n_rows), skip)
+        if not len(fit_rows):
+            raise ValueError(f"{shown_url(layout.url)}: no training rows left to fit the scaler")
+        if len(fit_rows) > QUANTILE_SAMPLE:
+            rng = np.random.default_rng(seed)
+            fit_rows = rng.choice(fit_rows, QUANTILE_SAMPLE, replace=False)
+        return QuantileMinMaxScaler().fit(read_rows(layout, fit_rows)[0])
     d = len(layout.feature_names)
     n, mean, m2 = 0, np.zeros(d), np.zeros(d)
     lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
@@ -150,9 +164,14 @@ def fit_scaler(layout: ParquetLayout, skip: np.ndarray) -> AffineScaler:
         raise ValueError(f"{shown_url(layout.url)}: no training rows left to fit the scaler")
     std = np.sqrt(m2 / n)
     std = np.where(std > 0, std, 1.0)
+    if kind == "standard":
+        return AffineScaler.from_dict({"offset": mean, "scale": 1.0 / std})
     zlo, zhi = (lo - mean) / std, (hi - mean) / std
     span = np.where(zhi - zlo > 0, zhi - zlo, 1.0)
     return AffineScaler.from_dict({"offset": mean + zlo * std, "scale": 1.0 / (std * span)})
+
+
+QUANTILE_SAMPLE = 200_000  # rows; the 1st percentile of a sample this size is off by ~0.02
 
 
 class ParquetShard:

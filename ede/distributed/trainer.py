@@ -249,7 +249,7 @@ def prepare_data(
     label_column: str | None = "label",
     validation_fraction: float | None = 0.2,
     seed: int = 0,
-    scaling: str = "standard_minmax",
+    scaling: str = ESAD().scaling,
     validation_rows: np.ndarray | None = None,
 ) -> PreparedData:
     """Footer, label column, validation rows and a streaming scaler fit on the fit rows.
@@ -273,7 +273,7 @@ def prepare_data(
     if scaling == "none":
         scaler = IdentityScaler().fit(np.zeros((1, len(layout.feature_names)), np.float32))
     else:
-        scaler = fit_scaler(layout, val)
+        scaler = fit_scaler(layout, val, scaling, seed)
     return PreparedData(layout, scaler, layout.n_rows - len(val), val, X_val, y_val)
 
 
