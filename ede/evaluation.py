@@ -8,13 +8,10 @@ an older ede is judged exactly as it runs in production.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ede.artifact import INPUT_NAME, OUTPUT_NAMES, read_model, session
+from ede.artifact import read_model, session
 from ede.metrics import evaluate
 from ede.provenance import read_validation
-
-BATCH = 65536
+from ede.score_pipeline import infer
 
 
 def evaluate_artifact(
@@ -25,13 +22,8 @@ def evaluate_artifact(
     X, y = read_validation(
         table_url, list(meta["feature_names"]), tuple(meta["input_shape"]), label_column
     )
-    sess = session(graph, threads)
-    scores, flags = [], []
-    for start in range(0, len(X), BATCH):
-        s, f = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: X[start : start + BATCH]})
-        scores.append(s)
-        flags.append(f)
-    score, flag = np.concatenate(scores), np.concatenate(flags).astype(bool)
+    score, flag = infer(session(graph, threads), X)
+    flag = flag.astype(bool)
     normal = y == 0
     return {
         **evaluate(y, score),

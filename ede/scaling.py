@@ -16,13 +16,23 @@ from __future__ import annotations
 import numpy as np
 
 
+def _axes(X: np.ndarray) -> tuple[int, ...]:
+    """Per feature for tables, per channel for images."""
+    return (0,) if X.ndim == 2 else (0, 2, 3)
+
+
+def _mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    axes = _axes(X)
+    mean = X.mean(axis=axes, keepdims=True)
+    std = X.std(axis=axes, keepdims=True)
+    return mean, np.where(std > 0, std, 1.0)  # constant feature: standardises to 0
+
+
 class AffineScaler:
     def fit(self, X: np.ndarray) -> AffineScaler:
-        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        axes = _axes(X)
         X = X.astype(np.float64)
-        mean = X.mean(axis=axes, keepdims=True)
-        std = X.std(axis=axes, keepdims=True)
-        std = np.where(std > 0, std, 1.0)  # constant feature: standardises to 0
+        mean, std = _mean_std(X)
         z = (X - mean) / std
         lo, hi = z.min(axis=axes, keepdims=True), z.max(axis=axes, keepdims=True)
         span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -49,11 +59,7 @@ class StandardScaler(AffineScaler):
     """Standardise only: x' = (x - mean) / std, per feature (per channel for images)."""
 
     def fit(self, X: np.ndarray) -> StandardScaler:
-        axes = (0,) if X.ndim == 2 else (0, 2, 3)
-        X = X.astype(np.float64)
-        mean = X.mean(axis=axes, keepdims=True)
-        std = X.std(axis=axes, keepdims=True)
-        std = np.where(std > 0, std, 1.0)  # constant feature: standardises to 0
+        mean, std = _mean_std(X.astype(np.float64))
         self.offset_ = mean[0].astype(np.float32)
         self.scale_ = (1.0 / std)[0].astype(np.float32)
         return self
@@ -74,7 +80,7 @@ class QuantileMinMaxScaler(AffineScaler):
     QUANTILE = 1.0  # percent cut from each end
 
     def fit(self, X: np.ndarray) -> QuantileMinMaxScaler:
-        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        axes = _axes(X)
         X = X.astype(np.float64)
         lo, hi = np.percentile(X, [self.QUANTILE, 100 - self.QUANTILE], axis=axes, keepdims=True)
         span = hi - lo

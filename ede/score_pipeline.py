@@ -24,7 +24,7 @@ from ede.artifact import INPUT_NAME, OUTPUT_NAMES
 from ede.score_inputs import Spec, _first_line, model_input
 
 TMP_PREFIX = "_ede-tmp-"
-INFERENCE_ROWS = 4096  # rows per onnxruntime call (see _infer)
+INFERENCE_ROWS = 4096  # rows per onnxruntime call (see infer)
 _DONE, _ABORT = object(), object()  # queue sentinels
 Progress = Callable[[int, int, bool], None]  # (file index, rows written in it, committed)
 
@@ -189,7 +189,7 @@ def run_jobs(
             i, batch, X = item
             out = None
             if batch is not None:
-                score, flag = _infer(sess, X)
+                score, flag = infer(sess, X)
                 cols = [batch.column(c) for c in jobs[i].passthrough]
                 cols += [pa.array(score), pa.array(flag)]
                 out = pa.RecordBatch.from_arrays(cols, schema=jobs[i].schema)
@@ -210,7 +210,7 @@ def run_jobs(
     return rows, anomalies
 
 
-def _infer(sess, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def infer(sess, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Score in slices of INFERENCE_ROWS: a 64k-row batch's activations overflow the caches
     and run at about half the rows/s of 4k-row slices (measured: `ede bench score`)."""
     if len(X) <= INFERENCE_ROWS:

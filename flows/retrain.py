@@ -91,25 +91,29 @@ def train(
     det: ESAD,
     scaling: dt.Scaling,
     target_fpr: float,
-    best_checkpoint: str | None = None,
+    outcome: SearchOutcome | None = None,
 ) -> str:
     """The final model: the search's best trial already trained the winning config on these
-    rows with this budget and seed, so its checkpoint is taken as is; without a search, one
-    Ray Train run with the defaults."""
-    data = dt.prepare_data(
-        prepared.train_url,
-        label_column=prepared.label_column,
-        scaling=det.scaling,
-        validation_rows=prepared.validation_rows,
-    )
+    rows with this budget and seed, so its checkpoint is taken as is, with the rows the
+    search prepared; without a search, one Ray Train run with the defaults."""
+    if outcome is not None:
+        data = outcome.data
+    else:
+        data = dt.prepare_data(
+            prepared.train_url,
+            label_column=prepared.label_column,
+            seed=det.seed,
+            scaling=det.scaling,
+            validation_rows=prepared.validation_rows,
+        )
     out, storage = f"{run_url}/model", dt.storage_path(run_url)
     common = dict(
         label_column=prepared.label_column,
         target_fpr=target_fpr,
         record={"data": {"source": prepared.source, "sha256": prepared.data_sha256}},
     )
-    if best_checkpoint:
-        checkpoint = trial_checkpoint(best_checkpoint, storage)
+    if outcome is not None:
+        checkpoint = trial_checkpoint(outcome.checkpoint, storage)
         trained = model_folder_from_checkpoint(det, checkpoint, data, out, **common)
     else:
         run = dt.RunSpec(storage, name="train")
@@ -209,8 +213,7 @@ def retrain(
             outcome = search_weights(prepared, run_url, base, spec, scaling)
         params = dict(outcome.best_params) if outcome else {}
         det = base.set_params(**params)
-        best = outcome.checkpoint if outcome else None
-        model_url = train(prepared, run_url, det, scaling, target_fpr, best)
+        model_url = train(prepared, run_url, det, scaling, target_fpr, outcome)
     meta = export(model_url, f"{run_url}/artifact", quantize_int8)
     metrics = evaluate(f"{run_url}/artifact", prepared, champion)
     report = {

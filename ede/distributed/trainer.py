@@ -310,12 +310,15 @@ def estimator_from_checkpoint(
     net = EncoderDecoderEncoder(net_cfg, share_encoders=bool(det.share_encoders))
     net.load_state_dict(state["model"])
     net.eval()
-    rec, ent, y = _score_fit_rows(net, data)
+    # The scaler the weights were trained with travels in the checkpoint; `data` may have
+    # been prepared again since (a percentile fit on a seeded sample of a large table).
+    scaler = AffineScaler.from_dict(meta["scaler"]) if "scaler" in meta else data.scaler
+    rec, ent, y = _score_fit_rows(net, data, scaler)
     s_rec, s_ent = score_scales(rec, ent, y)
     net.score_scale.copy_(torch.tensor([s_rec, s_ent]))
     scores = rec / s_rec + ent / s_ent
     det.net_ = net
-    det.scaler_ = data.scaler
+    det.scaler_ = scaler
     det.input_shape_ = (len(data.layout.feature_names),)
     det.n_features_in_ = det.input_shape_[0]
     det.threshold_ = float(np.quantile(scores[y == 0], 1 - det.contamination))
@@ -324,13 +327,13 @@ def estimator_from_checkpoint(
     return det
 
 
-def _score_fit_rows(net, data: PreparedData):
+def _score_fit_rows(net, data: PreparedData, scaler: AffineScaler):
     recs, ents, ys = [], [], []
     cpu = torch.device("cpu")
     for first, table in data.layout.groups(0, data.layout.n_rows):
         X, y = data.layout.arrays(table)
         keep = ~np.isin(np.arange(first, first + len(X)), data.val_rows)
-        rec, ent = batched_scores(net, data.scaler.transform(X[keep]), cpu)
+        rec, ent = batched_scores(net, scaler.transform(X[keep]), cpu)
         recs.append(rec)
         ents.append(ent)
         ys.append(y[keep])

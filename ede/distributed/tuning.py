@@ -96,6 +96,7 @@ class SearchOutcome:
     table: pd.DataFrame
     table_url: str
     wall_s: float
+    data: PreparedData  # the rows, split and scaler the trials trained on
     refit: ESAD | None = None
 
 
@@ -186,6 +187,7 @@ def search(
         table=table,
         table_url=table_url,
         wall_s=0.0,
+        data=data,
     )
     if spec.refit:
         outcome.refit, outcome.checkpoint = _refit(
