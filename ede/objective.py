@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-ANOMALY_TARGETS = ("invert", "noise")
+ANOMALY_TARGETS = ("invert", "invert_clipped", "noise")
 
 
 class LossTerms(NamedTuple):
@@ -35,10 +35,15 @@ def corrupt(x: torch.Tensor, kind: str = "invert", generator: torch.Generator | 
 
     "invert" is 1 - x: on min-max scaled data it is the farthest point of the unit
     box from x (with the default percentile min-max, the box that holds the bulk of
-    every feature), deterministic and free. "noise" is uniform noise in [0, 1).
+    every feature), deterministic and free. "invert_clipped" inverts x clipped to the
+    box, so a row outside it gets a target on the box, not as far outside on the other
+    side. "noise" is uniform noise in [0, 1). Validation kept "invert" (round 11 of
+    benchmarks/select_defaults.py).
     """
     if kind == "invert":
         return 1.0 - x
+    if kind == "invert_clipped":
+        return 1.0 - x.clamp(0.0, 1.0)
     if kind == "noise":
         return torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     raise ValueError(f"anomaly_target must be one of {ANOMALY_TARGETS}, got {kind!r}")

@@ -100,3 +100,11 @@ def test_noise_target_and_unknown_target():
     assert not torch.allclose(noise, x)
     with pytest.raises(ValueError, match="anomaly_target"):
         corrupt(x, "blur")
+
+
+def test_clipped_inversion_stays_on_the_unit_box():
+    # a labelled anomaly outside the percentile box (x = 3 or -2) must not get a target
+    # as far outside on the other side, as plain inversion gives it
+    x = torch.tensor([[3.0, -2.0, 0.25]])
+    assert corrupt(x, "invert").tolist() == [[-2.0, 3.0, 0.75]]
+    assert corrupt(x, "invert_clipped").tolist() == [[0.0, 1.0, 0.75]]
