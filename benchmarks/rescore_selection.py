@@ -3,7 +3,8 @@
 One fit of ESAD's defaults per dataset, seed and label ratio, then each candidate
 score computed from the same network: reconstruction alone, the latent norm alone,
 the shipped sum of both, and the sum with the consistency term |z1 - z2|^2 added.
-Each term is divided by its mean over the unlabelled fitting rows, as `fit` does.
+Each term is divided by its mean over the unlabelled fitting rows, as `fit` does: the
+fitted model's own scales for rec and ent, the same rule for cons.
 
     python benchmarks/rescore_selection.py --data-dir ../shared/data/odds --gamma-l 0.01 \
         --seeds 10 11 12 13 14 15 16 17 18 19 > rescore-001.jsonl
@@ -45,8 +46,10 @@ def main() -> None:
     torch.set_num_threads(1)
     for name, seed, X_fit, y_fit, X_val, y_val in validation_splits(args):
         det = ESAD(seed=seed).fit(X_fit, y_fit)
-        fit_terms, val_terms = terms(det, X_fit), terms(det, X_val)
-        scale = {k: max(float(v[y_fit == 0].mean()), 1e-30) for k, v in fit_terms.items()}
+        val_terms = terms(det, X_val)
+        s_rec, s_ent = det.net_.score_scale.tolist()
+        scale = {"rec": s_rec, "ent": s_ent}
+        scale["cons"] = float(terms(det, X_fit)["cons"][y_fit == 0].mean())
         for cand, parts in SCORES.items():
             score = sum(val_terms[k] / scale[k] for k in parts)
             row = {"dataset": name, "seed": seed, "candidate": f"score_{cand}"}
