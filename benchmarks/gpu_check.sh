@@ -21,7 +21,7 @@ import torch
 
 from ede.distributed import trainer as dt
 from ede.distributed import tuning
-from ede.estimator import ESAD
+from ede.core.estimator import ESAD
 
 work, rows, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 n_gpu = torch.cuda.device_count()

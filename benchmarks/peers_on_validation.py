@@ -20,8 +20,8 @@ import torch
 from select_defaults import add_split_arguments, validation_splits
 
 from ede.bench.peers import PEERS
-from ede.metrics import evaluate
-from ede.scaling import AffineScaler
+from ede.core.metrics import evaluate
+from ede.core.scaling import AffineScaler
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ import torch
 from select_defaults import add_split_arguments, validation_splits
 
 from ede import ESAD
-from ede.metrics import evaluate
-from ede.objective import per_sample_terms
+from ede.core.metrics import evaluate
+from ede.core.objective import per_sample_terms
 
 SCORES = {
     "rec": ("rec",),

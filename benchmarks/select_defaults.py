@@ -21,8 +21,8 @@ import torch
 
 from ede import ESAD
 from ede.bench.odds import ODDS_DATASETS, load_npz
-from ede.metrics import evaluate
-from ede.protocol import semi_supervised_split, validation_split
+from ede.core.metrics import evaluate
+from ede.data.protocol import semi_supervised_split, validation_split
 
 # Every candidate spells out what it changes from ROUND1, the starting point
 # (NOTES.md's prototype, widened), so the file replays whatever ESAD's defaults are now.

@@ -21,11 +21,11 @@ import pandas as pd
 import psutil
 
 from ede.bench.odds import load_npz
+from ede.core.estimator import ESAD
+from ede.data.protocol import semi_supervised_split
+from ede.data.tables import write_table
 from ede.distributed import trainer as dt
 from ede.distributed import tuning
-from ede.estimator import ESAD
-from ede.protocol import semi_supervised_split
-from ede.tables import write_table
 
 
 def _peak_memory(stop: threading.Event, out: dict) -> None:

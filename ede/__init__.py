@@ -9,7 +9,7 @@ __all__ = ["ESAD", "__version__"]
 def __getattr__(name: str):
     # Lazy (PEP 562): `ede score` and other torch-free paths do not pay torch's import.
     if name == "ESAD":
-        from ede.estimator import ESAD
+        from ede.core.estimator import ESAD
 
         return ESAD
     raise AttributeError(f"module 'ede' has no attribute {name!r}")

@@ -1,10 +1,30 @@
-"""Atomic writes to any fsspec URL: write a temporary sibling, then move it into place."""
+"""The one gateway to object storage: bytes and JSON to and from any fsspec URL.
+
+Every layer reads and writes through here, so three rules have one owner: writes
+are atomic (a unique temporary sibling, then a move: a crash never leaves a
+half-written object, and two writers never touch each other's temporaries), a URL
+in a message never shows credentials, and a missing or unreadable JSON file is one
+error naming the file. The core (the estimator's save/load) reaches storage only
+through this module, never through fsspec itself.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from typing import Any
 
 import fsspec
+
+
+def shown_url(url: str) -> str:
+    """URL for messages; a ``user:secret@`` part, should anyone write one, is never printed."""
+    return re.sub(r"://[^/@]*@", "://***@", str(url))
+
+
+def join(base: str, *names: str) -> str:
+    return "/".join([base.rstrip("/"), *names])
 
 
 def write_bytes_atomic(url: str, data: bytes) -> None:
@@ -20,3 +40,36 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+def write_json(url: str, record: Any) -> None:
+    write_bytes_atomic(url, json.dumps(record, indent=2).encode())
+
+
+def read_bytes(url: str) -> bytes:
+    """The object's bytes; FileNotFoundError naming the URL when it is absent."""
+    try:
+        with fsspec.open(url, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
+
+
+def read_json(url: str, *, missing_ok: bool = False) -> Any:
+    """Parsed JSON; None for an absent file when `missing_ok`; one ValueError naming the
+    file for anything that is not JSON (a truncated write, a stray text file)."""
+    try:
+        raw = read_bytes(url)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
+
+
+def exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.exists(path)

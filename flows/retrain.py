@@ -2,10 +2,10 @@
 
 Every task wraps one ede library call. Storage layout under `storage_url`:
 
-    prepared/<key>/        content-addressed splits (ede.prepare), reused on rerun
+    prepared/<key>/        content-addressed splits (ede.data.ingest), reused on rerun
     runs/<version>/        this run's scratch: Ray checkpoints, tuning results,
                            the model folder and the exported artifact
-    models/<name>/<version>/ and models/<name>/champion   (ede.registry)
+    models/<name>/<version>/ and models/<name>/champion   (ede.export.registry)
 
 Nothing reaches `models/` until every step before `promote` has succeeded, so a
 failed run publishes nothing. RAY_ADDRESS joins a Ray cluster, else Ray starts
@@ -23,15 +23,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from ede import registry
+from ede.core.estimator import ESAD
+from ede.data.ingest import PreparedSplits, SplitSettings, prepare_splits
 from ede.distributed import trainer as dt
 from ede.distributed.model_folder import model_folder_from_checkpoint, train_model_folder
 from ede.distributed.tuning import SearchOutcome, SearchSpec, search, trial_checkpoint
-from ede.estimator import ESAD
-from ede.evaluation import evaluate_artifact
-from ede.export import export_folder
-from ede.prepare import PreparedSplits, SplitSettings, prepare_splits
-from ede.tables import shown_url
+from ede.export import registry
+from ede.export.exporter import export_folder
+from ede.scoring.evaluation import evaluate_artifact
+from ede.storage import shown_url
 from flows.io_retries import STORAGE_RETRIES
 
 ModelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]

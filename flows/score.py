@@ -13,10 +13,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from ede import registry
-from ede.scoring import Summary
-from ede.scoring import score as score_tables
-from ede.tables import shown_url
+from ede.export import registry
+from ede.scoring.batch import Summary
+from ede.scoring.batch import score as score_tables
+from ede.storage import shown_url
 from flows.io_retries import STORAGE_RETRIES
 from flows.retrain import ModelName
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ede.calibration import calibrate_threshold, operating_metrics
+from ede.export.calibration import calibrate_threshold, operating_metrics
 
 
 @pytest.mark.parametrize("target", [0.0, 0.01, 0.05, 0.2])

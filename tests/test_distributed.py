@@ -16,12 +16,12 @@ import ray.train  # noqa: E402
 import s3fs  # noqa: E402
 
 from ede.cli import main  # noqa: E402
+from ede.core.estimator import ESAD, SCALERS  # noqa: E402
+from ede.data.protocol import validation_split  # noqa: E402
+from ede.data.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
 from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed.runtime import RayRuntime  # noqa: E402
-from ede.distributed.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
 from ede.distributed.tuning import SearchSpec  # noqa: E402
-from ede.estimator import ESAD, SCALERS  # noqa: E402
-from ede.protocol import validation_split  # noqa: E402
 
 # The worker-side wrappers below live in this test module, which Ray's workers cannot
 # import: ship them by value.

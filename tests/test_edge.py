@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from ede import ESAD
-from ede.artifact import MODEL_FILE
-from ede.export import export
+from ede.export.artifact import MODEL_FILE
+from ede.export.exporter import export
 
 EDGE_LINES = """\
 import json

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from ede import ESAD
-from ede.metrics import evaluate
+from ede.core.metrics import evaluate
 
 FAST = dict(epochs=40, batch_size=64, min_steps=None)
 
@@ -156,7 +156,7 @@ def test_bad_scoring_input(fitted):
 def test_estimator_and_train_config_defaults_agree():
     from dataclasses import asdict
 
-    from ede.training import TrainConfig
+    from ede.core.training import TrainConfig
 
     assert asdict(ESAD().train_config()) == asdict(TrainConfig())
 
@@ -166,7 +166,7 @@ def test_estimator_and_train_config_defaults_agree():
     [(100, 1000), (2560, 100), (51200, 15)],  # 1, 10 and 200 steps per epoch at batch 256
 )
 def test_step_floor_and_cap_clip_epochs(n_rows, expected_epochs):
-    from ede.training import TrainConfig, planned_epochs
+    from ede.core.training import TrainConfig, planned_epochs
 
     steps_per_epoch = -(-n_rows // 256)
     assert planned_epochs(TrainConfig(), steps_per_epoch) == expected_epochs
@@ -188,7 +188,7 @@ def test_defaults_are_the_ones_selection_picked():
 def test_quantile_minmax_spreads_a_heavy_tailed_feature():
     """The default scaler maps each feature's 1st..99th percentiles onto [0, 1], so one
     extreme row no longer squeezes the rest of its feature; constant features stay put."""
-    from ede.scaling import AffineScaler, QuantileMinMaxScaler
+    from ede.core.scaling import AffineScaler, QuantileMinMaxScaler
 
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.normal(size=2000), rng.normal(size=2000), np.ones(2000)])

@@ -10,9 +10,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from ede import ESAD
-from ede.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, sha256
 from ede.cli import main
-from ede.export import export, export_folder
+from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, sha256
+from ede.export.exporter import export, export_folder
 
 FEATURES = ["a", "b", "c", "d", "e"]
 

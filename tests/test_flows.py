@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import s3fs
 
-from ede import registry
+from ede.export import registry
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_cluster")
 

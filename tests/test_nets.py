@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ede.model import EncoderDecoderEncoder
-from ede.nets import NetConfig
+from ede.core.model import EncoderDecoderEncoder
+from ede.core.nets import NetConfig
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ede.objective import corrupt, esad_objective
+from ede.core.objective import corrupt, esad_objective
 
 W = dict(lambda_entropy=0.5, lambda_consistency=2.0)
 

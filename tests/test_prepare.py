@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ede.prepare import SplitSettings, load_prepared, prepare_splits
+from ede.data.ingest import SplitSettings, load_prepared, prepare_splits
 
 
 def _frame(n_normal=200, n_anomaly=20, seed=0) -> pd.DataFrame:

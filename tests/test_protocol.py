@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ede.protocol import semi_supervised_split, validation_split
+from ede.data.protocol import semi_supervised_split, validation_split
 
 
 def _data(n_normal: int = 1000, n_anomaly: int = 200) -> tuple[np.ndarray, np.ndarray]:

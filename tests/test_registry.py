@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ede import registry
+from ede.export import registry
 
 
 def test_rule_promotes_only_when_at_least_as_good():

@@ -14,10 +14,10 @@ import pytest
 
 import ede
 from ede import ESAD
-from ede.artifact import MODEL_FILE
 from ede.cli import main
-from ede.export import export
-from ede.scoring import score
+from ede.export.artifact import MODEL_FILE
+from ede.export.exporter import export
+from ede.scoring.batch import score
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -108,7 +108,7 @@ sys.meta_path.insert(0, NoTorch())
 pkg = types.ModuleType("ede")  # skip ede/__init__, which imports the torch estimator
 pkg.__path__ = [sys.argv[1]]
 sys.modules["ede"] = pkg
-from ede.scoring import score
+from ede.scoring.batch import score
 
 def crash(index, rows, committed):  # mid-way through the second file's writing
     if index == 1 and not committed:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ede.tables import Table, read_table, write_table
+from ede.data.tables import Table, read_table, write_table
 
 
 @pytest.fixture(params=["local", "file", "s3"])

@@ -11,9 +11,9 @@ pytest.importorskip("ray")
 
 import s3fs  # noqa: E402
 
+from ede.core.estimator import ESAD  # noqa: E402
 from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed import tuning  # noqa: E402
-from ede.estimator import ESAD  # noqa: E402
 
 
 def test_four_trial_asha_search_saves_table_and_returns_its_best_row(

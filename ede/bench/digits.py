@@ -14,10 +14,10 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
 
-from ede.estimator import ESAD
-from ede.metrics import evaluate
-from ede.protocol import semi_supervised_split
-from ede.scaling import AffineScaler
+from ede.core.estimator import ESAD
+from ede.core.metrics import evaluate
+from ede.core.scaling import AffineScaler
+from ede.data.protocol import semi_supervised_split
 
 
 def digits_images() -> tuple[np.ndarray, np.ndarray]:

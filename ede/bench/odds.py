@@ -1,7 +1,7 @@
 """`ede bench odds`: ESAD against its peers on the ODDS tables, Deep SAD's protocol.
 
 Every method sees the same split of every seed, in one process: the semi-supervised
-training set of `ede.protocol` (disjoint from test), scalers fitted on training rows
+training set of `ede.data.protocol` (disjoint from test), scalers fitted on training rows
 only, and the test split touched once per method for AUROC/AUPRC.
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ede.bench.peers import PEERS
-from ede.estimator import ESAD
-from ede.metrics import evaluate
-from ede.protocol import semi_supervised_split
-from ede.scaling import AffineScaler
+from ede.core.estimator import ESAD
+from ede.core.metrics import evaluate
+from ede.core.scaling import AffineScaler
+from ede.data.protocol import semi_supervised_split
 
 ODDS_DATASETS = ("cardio", "satellite", "satimage-2", "shuttle", "thyroid")
 METHODS = ("esad", "ae_ablation", "deepsad_deepod", "iforest", "hgb_supervised")

@@ -37,11 +37,11 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ede.artifact import INPUT_NAME, INT8_FILE, MODEL_FILE, read_model, session
-from ede.estimator import ESAD
-from ede.export import export, inference_wrapper
-from ede.metrics import evaluate
-from ede.protocol import validation_split
+from ede.core.estimator import ESAD
+from ede.core.metrics import evaluate
+from ede.data.protocol import validation_split
+from ede.export.artifact import INPUT_NAME, INT8_FILE, MODEL_FILE, read_model, session
+from ede.export.exporter import export, inference_wrapper
 
 N_FEATURES, BATCH, FILES, ROW_GROUP = 21, 4096, 4, 65536
 ROUNDS = 3  # each engine scores a third of the table per round; the best round counts
@@ -199,7 +199,7 @@ def end_to_end(folder: str, X: np.ndarray, y: np.ndarray, threads: int) -> dict:
     import pyarrow.dataset as ds
     import s3fs
 
-    from ede.scoring import arrow_fs, score
+    from ede.scoring.batch import arrow_fs, score
 
     with loopback_s3():
         s3fs.S3FileSystem.clear_instance_cache()
@@ -235,7 +235,7 @@ import resource, sys, types
 pkg = types.ModuleType("ede")  # skip ede/__init__ and its torch import
 pkg.__path__ = [sys.argv[1]]
 sys.modules["ede"] = pkg
-from ede.scoring import score
+from ede.scoring.batch import score
 if sys.argv[2] != "-":
     model, table, out, batch = sys.argv[2:6]
     score(model, table, out, batch_size=int(batch), overwrite=True, warn=lambda _: None)

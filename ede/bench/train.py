@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from ede.bench.odds import load_npz
-from ede.estimator import ESAD
-from ede.protocol import semi_supervised_split
-from ede.tables import write_table
-from ede.training import ArrayShard, LocalRuntime, train_loop
+from ede.core.estimator import ESAD
+from ede.core.training import ArrayShard, LocalRuntime, train_loop
+from ede.data.protocol import semi_supervised_split
+from ede.data.tables import write_table
 
 
 class _StampedRuntime(LocalRuntime):

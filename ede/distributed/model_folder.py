@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import ray.train
 
-from ede import provenance
-from ede.calibration import Calibration, calibrate_threshold
+from ede.core.estimator import ESAD
+from ede.data import provenance
 from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
@@ -25,7 +25,7 @@ from ede.distributed.trainer import (
     estimator_from_checkpoint,
     fit_distributed,
 )
-from ede.estimator import ESAD
+from ede.export.calibration import Calibration, calibrate_threshold
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`RayRuntime`: the `Runtime` of `ede.training` on a Ray Train worker.
+"""`RayRuntime`: the `Runtime` of `ede.core.training` on a Ray Train worker.
 
 The training loop only asks a runtime for its rank, its device, a prepared model,
 a state to resume from and a place to report. Here those map onto Ray Train:

@@ -24,8 +24,10 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from ede.distributed.runtime import RayRuntime, load_checkpoint
-from ede.distributed.shards import (
+from ede.core.estimator import ESAD
+from ede.core.scaling import AffineScaler, IdentityScaler
+from ede.core.training import batched_scores, score_scales, train_loop
+from ede.data.shards import (
     ParquetLayout,
     ParquetShard,
     fit_scaler,
@@ -34,10 +36,8 @@ from ede.distributed.shards import (
     read_rows,
     split_rows,
 )
-from ede.estimator import ESAD
-from ede.scaling import AffineScaler, IdentityScaler
-from ede.tables import shown_url
-from ede.training import batched_scores, score_scales, train_loop
+from ede.distributed.runtime import RayRuntime, load_checkpoint
+from ede.storage import shown_url
 
 
 def train_func(config: dict[str, Any], runtime: Any = None) -> None:
@@ -254,7 +254,7 @@ def prepare_data(
 ) -> PreparedData:
     """Footer, label column, validation rows and a streaming scaler fit on the fit rows.
 
-    `validation_rows` (row indices) takes a split made upstream (`ede.prepare`) as it
+    `validation_rows` (row indices) takes a split made upstream (`ede.data.ingest`) as it
     is; else `validation_fraction` carves one; `None` trains on every row (the refit).
     """
     layout = inspect_parquet(url, label_column)
@@ -301,8 +301,8 @@ def fit_distributed(
 def estimator_from_checkpoint(
     det: ESAD, checkpoint: ray.train.Checkpoint, data: PreparedData
 ) -> ESAD:
-    from ede.model import EncoderDecoderEncoder
-    from ede.nets import NetConfig
+    from ede.core.model import EncoderDecoderEncoder
+    from ede.core.nets import NetConfig
 
     state, meta = load_checkpoint(checkpoint)
     cfg = meta["net"]

@@ -31,6 +31,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from sklearn.base import clone
 
+from ede.core.estimator import ESAD
+from ede.data.tables import write_table
 from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
@@ -39,9 +41,7 @@ from ede.distributed.trainer import (
     make_trainer,
     prepare_data,
 )
-from ede.estimator import ESAD
 from ede.storage import write_bytes_atomic
-from ede.tables import write_table
 
 SEARCHERS = ("asha", "optuna")  # asha: random sampling + ASHA; optuna: TPE + ASHA
 METRIC = "val_auroc"

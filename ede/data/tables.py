@@ -10,16 +10,16 @@ never from code.
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import pandas as pd
 
-from ede.storage import write_bytes_atomic
+from ede.storage import shown_url, write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
+IMAGE_COLUMN = "image"  # tables of images: one list column, each row a flattened (c, h, w)
 _MAX_SHOWN = 10
 
 
@@ -31,11 +31,6 @@ class Table:
     y: np.ndarray | None
     feature_names: list[str]
     source: str
-
-
-def shown_url(url: str) -> str:
-    """URL for messages; a ``user:secret@`` part, should anyone write one, is never printed."""
-    return re.sub(r"://[^/@]*@", "://***@", url)
 
 
 def _suffix(url: str) -> str:

@@ -13,7 +13,7 @@ says which ran.
 Nothing is written until every check passed: `onnx.checker`, then parity,
 onnxruntime's scores against `ESAD.decision_function` on the validation rows,
 max relative difference <= 1e-4. The threshold is re-calibrated on the same rows
-(`ede.calibration`). `int8` adds onnxruntime's dynamic quantisation (int8
+(`ede.export.calibration`). `int8` adds onnxruntime's dynamic quantisation (int8
 weights, activations quantised per batch at run time) after its pre-processing,
 reported as size ratio and validation AUROC change. metadata.json goes last.
 """
@@ -37,7 +37,15 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ede import __version__
-from ede.artifact import (
+from ede.core.checks import check_shape, check_X, check_y
+from ede.core.estimator import ESAD
+from ede.data.provenance import (
+    VALIDATION_FILE,
+    read_provenance,
+    read_validation,
+    rows_sha256,
+)
+from ede.export.artifact import (
     FORMAT,
     IMAGE_COLUMN,
     INPUT_NAME,
@@ -48,17 +56,8 @@ from ede.artifact import (
     session,
     sha256,
 )
-from ede.calibration import DEFAULT_TARGET_FPR, calibrate_threshold, operating_metrics
-from ede.checks import check_shape, check_X, check_y
-from ede.estimator import ESAD
-from ede.provenance import (
-    VALIDATION_FILE,
-    read_provenance,
-    read_validation,
-    rows_sha256,
-)
-from ede.storage import write_bytes_atomic
-from ede.tables import shown_url
+from ede.export.calibration import DEFAULT_TARGET_FPR, calibrate_threshold, operating_metrics
+from ede.storage import shown_url, write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)

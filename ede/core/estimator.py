@@ -17,13 +17,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ede import __version__
-from ede.checks import check_shape, check_X, check_y
-from ede.model import EncoderDecoderEncoder
-from ede.nets import NetConfig
-from ede.objective import ANOMALY_TARGETS
-from ede.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler, StandardScaler
-from ede.storage import write_bytes_atomic
-from ede.training import (
+from ede.core.checks import check_shape, check_X, check_y
+from ede.core.model import EncoderDecoderEncoder
+from ede.core.nets import NetConfig
+from ede.core.objective import ANOMALY_TARGETS
+from ede.core.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler, StandardScaler
+from ede.core.training import (
     ArrayShard,
     LocalRuntime,
     TrainConfig,
@@ -31,6 +30,7 @@ from ede.training import (
     score_scales,
     train_loop,
 )
+from ede.storage import write_bytes_atomic
 
 WEIGHTS_FILE, CONFIG_FILE = "weights.pt", "esad.json"
 SCALERS = {
@@ -54,7 +54,7 @@ class ESAD(BaseEstimator):
     `max_steps` optimizer steps (None lifts a bound). `labelled_share` fixes the share
     of labelled anomalies in every batch (sampled with replacement); None keeps their
     natural share. `scaling` is the per-feature affine map fitted on the training rows
-    (`ede.scaling`): "quantile_minmax" (default: min-max on the 1st and 99th
+    (`ede.core.scaling`): "quantile_minmax" (default: min-max on the 1st and 99th
     percentiles, so heavy-tailed features are not squeezed by their extremes),
     "standard_minmax" (Deep SAD's), "standard" (z-scores) or "none". Defaults were
     chosen on validation splits carved from training data (README,

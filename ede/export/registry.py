@@ -20,9 +20,8 @@ from typing import Any
 
 import fsspec
 
-from ede.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
-from ede.storage import write_bytes_atomic
-from ede.tables import shown_url
+from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
+from ede.storage import shown_url, write_bytes_atomic
 
 CHAMPION, REPORT = "champion", "report.json"
 

@@ -27,10 +27,10 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from ede.protocol import validation_split
-from ede.provenance import rows_sha256
-from ede.storage import write_bytes_atomic
-from ede.tables import SUFFIXES, Table, read_table, shown_url, write_table
+from ede.data.protocol import validation_split
+from ede.data.provenance import rows_sha256
+from ede.data.tables import SUFFIXES, Table, read_table, write_table
+from ede.storage import shown_url, write_bytes_atomic
 
 MANIFEST = "manifest.json"
 GIVEN_SPLITS = ("train", "val", "test")

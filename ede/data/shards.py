@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.protocol import validation_split
-from ede.scaling import AffineScaler, QuantileMinMaxScaler
-from ede.tables import shown_url
+from ede.core.scaling import AffineScaler, QuantileMinMaxScaler
+from ede.data.protocol import validation_split
+from ede.storage import shown_url
 
 
 @dataclass(frozen=True)

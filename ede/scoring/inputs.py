@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ede.artifact import IMAGE_COLUMN, OUTPUT_NAMES
+from ede.export.artifact import IMAGE_COLUMN, OUTPUT_NAMES
 
 
 @dataclass(frozen=True)

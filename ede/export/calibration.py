@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ede.metrics import evaluate
+from ede.core.metrics import evaluate
 
 DEFAULT_TARGET_FPR = 0.01
 

@@ -21,9 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.artifact import IMAGE_COLUMN
-from ede.storage import write_bytes_atomic
-from ede.tables import read_table, shown_url
+from ede.data.tables import IMAGE_COLUMN, read_table
+from ede.storage import shown_url, write_bytes_atomic
 
 VALIDATION_FILE, PROVENANCE_FILE = "validation.parquet", "provenance.json"
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ede.metrics import evaluate
-from ede.model import EncoderDecoderEncoder
-from ede.nets import NetConfig
-from ede.objective import esad_objective
+from ede.core.metrics import evaluate
+from ede.core.model import EncoderDecoderEncoder
+from ede.core.nets import NetConfig
+from ede.core.objective import esad_objective
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any
 
 import fsspec
 
-from ede.tables import shown_url
+from ede.data.tables import IMAGE_COLUMN  # noqa: F401 - re-exported for readers
+from ede.storage import shown_url
 
 MODEL_FILE, INT8_FILE, METADATA_FILE = "model.onnx", "model.int8.onnx", "metadata.json"
 FORMAT = "ede.onnx/1"
 INPUT_NAME, OUTPUT_NAMES = "x", ("score", "is_anomaly")
-IMAGE_COLUMN = "image"  # tables of images: one list column, each row a flattened (c, h, w)
 VARIANTS = {"fp32": MODEL_FILE, "int8": INT8_FILE}
 
 

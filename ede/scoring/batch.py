@@ -41,10 +41,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ede.artifact import read_model, session
-from ede.score_inputs import Spec, check_schema, inspect
-from ede.score_pipeline import TMP_PREFIX, Job, Progress, run_jobs
-from ede.tables import shown_url
+from ede.export.artifact import read_model, session
+from ede.scoring.inputs import Spec, check_schema, inspect
+from ede.scoring.pipeline import TMP_PREFIX, Job, Progress, run_jobs
+from ede.storage import shown_url
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 DEFAULT_BATCH_SIZE = 65536  # rows per record batch read, and per row group written

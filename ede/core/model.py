@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ede.nets import NetConfig, make_decoder, make_encoder
-from ede.objective import per_sample_terms
+from ede.core.nets import NetConfig, make_decoder, make_encoder
+from ede.core.objective import per_sample_terms
 
 
 class EncoderDecoderEncoder(nn.Module):

@@ -244,11 +244,12 @@ def cmd_train(args) -> None:
     import numpy as np
     import pandas as pd
 
-    from ede import provenance
-    from ede.calibration import calibrate_threshold
-    from ede.estimator import ESAD
-    from ede.protocol import validation_split
-    from ede.tables import read_table, shown_url
+    from ede.core.estimator import ESAD
+    from ede.data import provenance
+    from ede.data.protocol import validation_split
+    from ede.data.tables import read_table
+    from ede.export.calibration import calibrate_threshold
+    from ede.storage import shown_url
 
     if not 0.0 <= args.target_fpr < 1.0:  # before the data is read and the net fitted
         raise ValueError(f"--target-fpr {args.target_fpr}: must be in [0, 1)")
@@ -296,10 +297,10 @@ def cmd_train(args) -> None:
 def _train_distributed(args) -> None:
     """`ede train --workers N`: Ray Train reads the Parquet table shard by shard; the model
     folder is the same as in-process training writes (validation rows, provenance, model)."""
+    from ede.core.estimator import ESAD
     from ede.distributed import trainer as dt
     from ede.distributed.model_folder import train_model_folder
-    from ede.estimator import ESAD
-    from ede.tables import shown_url
+    from ede.storage import shown_url
 
     scaling = dt.Scaling(args.workers, args.gpu, args.cpus_per_worker)
     scaling.check()
@@ -339,9 +340,9 @@ def _train_distributed(args) -> None:
 
 
 def cmd_tune(args) -> None:
+    from ede.core.estimator import ESAD
     from ede.distributed import trainer as dt
     from ede.distributed import tuning
-    from ede.estimator import ESAD
 
     spec = tuning.SearchSpec(
         trials=args.trials,
@@ -379,7 +380,7 @@ def cmd_tune(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from ede.export import export_folder, summary_lines
+    from ede.export.exporter import export_folder, summary_lines
 
     meta = export_folder(
         args.model,
@@ -392,7 +393,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from ede.scoring import score
+    from ede.scoring.batch import score
 
     summary = score(
         args.model,

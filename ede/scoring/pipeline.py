@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ede.artifact import INPUT_NAME, OUTPUT_NAMES
-from ede.score_inputs import Spec, _first_line, model_input
+from ede.export.artifact import INPUT_NAME, OUTPUT_NAMES
+from ede.scoring.inputs import Spec, _first_line, model_input
 
 TMP_PREFIX = "_ede-tmp-"
 INFERENCE_ROWS = 4096  # rows per onnxruntime call (see infer)

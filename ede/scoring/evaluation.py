@@ -8,10 +8,10 @@ an older ede is judged exactly as it runs in production.
 
 from __future__ import annotations
 
-from ede.artifact import read_model, session
-from ede.metrics import evaluate
-from ede.provenance import read_validation
-from ede.score_pipeline import infer
+from ede.core.metrics import evaluate
+from ede.data.provenance import read_validation
+from ede.export.artifact import read_model, session
+from ede.scoring.pipeline import infer
 
 
 def evaluate_artifact(

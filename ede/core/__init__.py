@@ -1,0 +1,1 @@
+"""The method: networks, objective, training loop, estimator (torch, numpy, scikit-learn only)."""

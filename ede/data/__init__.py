@@ -1,0 +1,1 @@
+"""Data: tables on any fsspec URL, the benchmark protocol, ingest and shards (no torch)."""

@@ -1,0 +1,1 @@
+"""Batch scoring with an exported artifact: onnxruntime, pyarrow and fsspec, never torch."""
