@@ -24,8 +24,7 @@ from ede.bench.odds import load_npz
 from ede.core.estimator import ESAD
 from ede.data.protocol import semi_supervised_split
 from ede.data.tables import write_table
-from ede.distributed import trainer as dt
-from ede.distributed import tuning
+from ede.distributed import cluster, tuning
 
 
 def _peak_memory(stop: threading.Event, out: dict) -> None:
@@ -57,13 +56,13 @@ def main() -> None:
         frame["label"] = split.y_train
         url = f"{tmp}/cardio.parquet"
         write_table(frame, url)
-        startup = dt.connect()
+        startup = cluster.connect()
         spec = tuning.SearchSpec(
             trials=args.trials, epochs=args.epochs, searcher=args.searcher, max_concurrent=2
         )
-        scaling = dt.Scaling(workers=1, cpus_per_worker=0.5)
+        scaling = cluster.Scaling(workers=1, cpus_per_worker=0.5)
         start = time.perf_counter()
-        out = tuning.search(ESAD(seed=0), url, dt.storage_path(f"{tmp}/ray"), spec, scaling)
+        out = tuning.search(ESAD(seed=0), url, cluster.storage_path(f"{tmp}/ray"), spec, scaling)
         wall = time.perf_counter() - start
     stop.set()
     sampler.join()

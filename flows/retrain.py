@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ede.core.estimator import ESAD
 from ede.data.ingest import PreparedSplits, SplitSettings, prepare_splits
+from ede.distributed import cluster
 from ede.distributed import trainer as dt
 from ede.distributed.model_folder import model_folder_from_checkpoint, train_model_folder
 from ede.distributed.tuning import SearchOutcome, SearchSpec, search, trial_checkpoint
@@ -62,12 +63,12 @@ def search_weights(
     run_url: str,
     base: ESAD,
     spec: SearchSpec,
-    scaling: dt.Scaling,
+    scaling: cluster.Scaling,
 ) -> SearchOutcome:
     outcome = search(
         base,
         prepared.train_url,
-        dt.storage_path(run_url),
+        cluster.storage_path(run_url),
         spec,
         scaling,
         label_column=prepared.label_column,
@@ -89,7 +90,7 @@ def train(
     prepared: PreparedSplits,
     run_url: str,
     det: ESAD,
-    scaling: dt.Scaling,
+    scaling: cluster.Scaling,
     target_fpr: float,
     outcome: SearchOutcome | None = None,
 ) -> str:
@@ -106,7 +107,7 @@ def train(
             scaling=det.scaling,
             validation_rows=prepared.validation_rows,
         )
-    out, storage = f"{run_url}/model", dt.storage_path(run_url)
+    out, storage = f"{run_url}/model", cluster.storage_path(run_url)
     common = dict(
         label_column=prepared.label_column,
         target_fpr=target_fpr,
@@ -198,12 +199,12 @@ def retrain(
     storage = storage_url.rstrip("/")
     version = registry.new_version()
     run_url, models_url = f"{storage}/runs/{version}", f"{storage}/models"
-    scaling = dt.Scaling(workers, use_gpu, cpus_per_worker)
+    scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
     settings = SplitSettings(label_column, test_fraction, validation_fraction, seed, min_rows)
     champion = registry.read_champion(models_url, name)
     started = time.perf_counter()
-    with dt.ray_session():
+    with cluster.ray_session():
         scaling.check_cluster()
         prepared = ingest(data_url, storage, settings)
         base = ESAD(seed=seed, batch_size=batch_size, epochs=epochs, min_steps=None, max_steps=None)

@@ -19,6 +19,7 @@ from ede.cli import main  # noqa: E402
 from ede.core.estimator import ESAD, SCALERS  # noqa: E402
 from ede.data.protocol import validation_split  # noqa: E402
 from ede.data.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
+from ede.distributed import cluster  # noqa: E402
 from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed.runtime import RayRuntime  # noqa: E402
 from ede.distributed.tuning import SearchSpec  # noqa: E402
@@ -151,7 +152,7 @@ def test_two_workers_agree_and_match_one_worker_on_s3(
     ray_cluster, s3_bucket, write_anomaly_table, tmp_path
 ):
     url = write_anomaly_table(f"{s3_bucket}/data/t.parquet")
-    storage = dt.storage_path(f"{s3_bucket}/ray")
+    storage = cluster.storage_path(f"{s3_bucket}/ray")
     data = dt.prepare_data(url, validation_fraction=0.2, seed=0)
     aurocs = {}
     for workers in (1, 2):
@@ -159,7 +160,7 @@ def test_two_workers_agree_and_match_one_worker_on_s3(
         digests.mkdir()
         config = {**data.worker_config(_esad()), "digest_dir": str(digests)}
         run = dt.RunSpec(storage, name=f"w{workers}", keep_checkpoints=2)
-        scaling = dt.Scaling(workers=workers, cpus_per_worker=0.5)
+        scaling = cluster.Scaling(workers=workers, cpus_per_worker=0.5)
         result = dt.make_trainer(config, scaling, run, loop=digest_loop).fit()
         hashes = {p.read_text() for p in digests.iterdir()}
         assert len(list(digests.iterdir())) == workers and len(hashes) == 1
@@ -187,8 +188,8 @@ def test_crashed_worker_resumes_from_latest_checkpoint(ray_cluster, write_anomal
         "marker": str(tmp_path / "crashed"),
         "crash_at": at,
     }
-    run = dt.RunSpec(dt.storage_path(str(tmp_path / "ray")), name="crash", max_failures=1)
-    scaling = dt.Scaling(workers=2, cpus_per_worker=0.5)
+    run = dt.RunSpec(cluster.storage_path(str(tmp_path / "ray")), name="crash", max_failures=1)
+    scaling = cluster.Scaling(workers=2, cpus_per_worker=0.5)
     result = dt.make_trainer(config, scaling, run, loop=crash_loop).fit()
     lines = Path(config["log"]).read_text().split()
     events = list(zip(lines[::2], map(int, lines[1::2]), strict=True))

@@ -12,22 +12,24 @@ pytest.importorskip("ray")
 import s3fs  # noqa: E402
 
 from ede.core.estimator import ESAD  # noqa: E402
-from ede.distributed import trainer as dt  # noqa: E402
-from ede.distributed import tuning  # noqa: E402
+from ede.distributed import (
+    cluster,  # noqa: E402
+    tuning,  # noqa: E402
+)
 
 
 def test_four_trial_asha_search_saves_table_and_returns_its_best_row(
     ray_cluster, s3_bucket, write_anomaly_table
 ):
     url = write_anomaly_table(f"{s3_bucket}/data/t.parquet", shift=0.6)  # AUROCs that differ
-    storage = dt.storage_path(f"{s3_bucket}/tune")
+    storage = cluster.storage_path(f"{s3_bucket}/tune")
     spec = tuning.SearchSpec(trials=4, epochs=3, grace_period=1, max_concurrent=2, seed=1)
     out = tuning.search(
         ESAD(seed=0, batch_size=128),
         url,
         storage,
         spec,
-        dt.Scaling(workers=1, cpus_per_worker=0.5),
+        cluster.Scaling(workers=1, cpus_per_worker=0.5),
         experiment="search",
     )
     saved = pd.read_parquet(f"{out.table_url}.parquet")

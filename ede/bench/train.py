@@ -55,6 +55,7 @@ def run(
     warmup: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict:
+    from ede.distributed import cluster
     from ede.distributed import trainer as dt
 
     if epochs < warmup + 2:
@@ -90,10 +91,10 @@ def run(
             runtime.history, warmup, time.perf_counter() - start
         )
 
-        report["ray_startup_s"] = dt.connect()
+        report["ray_startup_s"] = cluster.connect()
         for key, workers in (("b_ray_1_worker", 1), ("c_ray_2_workers", 2)):
             log(f"({key[0]}) TorchTrainer, {workers} worker(s), {epochs} epochs")
-            scaling = dt.Scaling(workers=workers, cpus_per_worker=1.0)
+            scaling = cluster.Scaling(workers=workers, cpus_per_worker=1.0)
             run_spec = dt.RunSpec(f"{tmp}/ray", name=f"bench-{key}", keep_checkpoints=1)
             start = time.perf_counter()
             fitted, _ = dt.fit_distributed(ESAD(**det.get_params()), data, scaling, run_spec)

@@ -298,15 +298,16 @@ def _train_distributed(args) -> None:
     """`ede train --workers N`: Ray Train reads the Parquet table shard by shard; the model
     folder is the same as in-process training writes (validation rows, provenance, model)."""
     from ede.core.estimator import ESAD
+    from ede.distributed import cluster
     from ede.distributed import trainer as dt
     from ede.distributed.model_folder import train_model_folder
     from ede.storage import shown_url
 
-    scaling = dt.Scaling(args.workers, args.gpu, args.cpus_per_worker)
+    scaling = cluster.Scaling(args.workers, args.gpu, args.cpus_per_worker)
     scaling.check()
     if not args.storage:
         raise ValueError("--workers needs --storage URL: Ray keeps checkpoints there")
-    storage = dt.storage_path(args.storage)
+    storage = cluster.storage_path(args.storage)
     data = dt.prepare_data(
         args.data,
         label_column=args.label_column,
@@ -316,7 +317,7 @@ def _train_distributed(args) -> None:
     params = {"seed": args.seed}
     if args.epochs is not None:
         params.update(epochs=args.epochs, min_steps=None, max_steps=None)
-    dt.connect(log_to_driver=True)
+    cluster.connect(log_to_driver=True)
     run = dt.RunSpec(storage, max_failures=args.max_failures)
     trained = train_model_folder(
         ESAD(**params),
@@ -341,8 +342,7 @@ def _train_distributed(args) -> None:
 
 def cmd_tune(args) -> None:
     from ede.core.estimator import ESAD
-    from ede.distributed import trainer as dt
-    from ede.distributed import tuning
+    from ede.distributed import cluster, tuning
 
     spec = tuning.SearchSpec(
         trials=args.trials,
@@ -356,10 +356,10 @@ def cmd_tune(args) -> None:
         seed=args.seed,
     )
     spec.check()
-    scaling = dt.Scaling(args.workers, args.gpu, args.cpus_per_worker)
+    scaling = cluster.Scaling(args.workers, args.gpu, args.cpus_per_worker)
     scaling.check()
-    storage = dt.storage_path(args.storage)
-    dt.connect(log_to_driver=True)
+    storage = cluster.storage_path(args.storage)
+    cluster.connect(log_to_driver=True)
     scaling.check_cluster()
     out = tuning.search(
         ESAD(seed=args.seed),

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ede import __version__
 from ede.core.checks import check_shape, check_X, check_y
-from ede.core.model import EncoderDecoderEncoder
+from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
 from ede.core.objective import ANOMALY_TARGETS
 from ede.core.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler, StandardScaler
@@ -199,19 +199,24 @@ class ESAD(BaseEstimator):
             config["validation"] = (scaler.transform(X_val), check_y(validation[1], len(X_val)))
         runtime = LocalRuntime(device)
         net = train_loop(config, runtime)
-
         rec, ent = batched_scores(net, Xs, device)
+        return self.finish_fit(net, scaler, rec, ent, y, runtime.history, names)
+
+    def finish_fit(self, net, scaler, rec, ent, y, history, feature_names=None) -> ESAD:
+        """The end of every fit, in memory or on Ray Train: the score scales from the
+        training rows' score parts (`rec`, `ent`, labels `y`), the training threshold and
+        the fitted attributes. Ray's driver calls it after a streaming pass over its rows."""
         s_rec, s_ent = score_scales(rec, ent, y)
         net.score_scale.copy_(torch.tensor([s_rec, s_ent]))
-        train_scores = rec / s_rec + ent / s_ent
-        self.net_ = net
+        train_scores = anomaly_score(rec, ent, s_rec, s_ent)
+        self.net_ = net.eval()
         self.scaler_ = scaler
-        self.input_shape_ = tuple(int(s) for s in X.shape[1:])
+        self.input_shape_ = tuple(int(s) for s in net.cfg.input_shape)
         self.n_features_in_ = int(np.prod(self.input_shape_))
         self.threshold_ = float(np.quantile(train_scores[y == 0], 1 - self.contamination))
-        self.history_ = runtime.history
-        if names is not None:  # scikit-learn's convention for DataFrame input
-            self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.history_ = list(history)
+        if feature_names is not None:  # scikit-learn's convention for DataFrame input
+            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         return self
@@ -226,7 +231,7 @@ class ESAD(BaseEstimator):
         device = next(self.net_.parameters()).device
         rec, ent = batched_scores(self.net_, self.scaler_.transform(X), device)
         s_rec, s_ent = self.net_.score_scale.tolist()
-        return (rec / s_rec + ent / s_ent).astype(np.float64)
+        return anomaly_score(rec, ent, s_rec, s_ent).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
         """1 = anomaly (score > threshold_), 0 = normal."""

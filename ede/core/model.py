@@ -1,4 +1,4 @@
-"""The encoder-decoder-encoder module and its anomaly score.
+"""The encoder-decoder-encoder module, its anomaly score, and the graph that ships.
 
     x --E1--> z1 --D--> x_hat --E2--> z2
 
@@ -8,12 +8,17 @@ Score (higher = more anomalous):
 
 s_rec and s_ent are the mean of each term over the unlabelled training rows,
 measured once after training. Without them the larger-scale term drowns the
-other; NOTES.md saw either term alone lose up to 5 AUROC points. They live in
-buffers, so an exported graph carries them.
+other (a prototype saw either term alone lose up to 5 AUROC points). They live
+in buffers, so an exported graph carries them. `anomaly_score` is the formula's
+only copy: torch tensors and NumPy arrays alike go through it.
+
+`InferenceWrapper` is what export turns into ONNX: raw rows in, the affine scaling,
+the network, the score and the threshold inside, all as buffers.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,4 +48,24 @@ class EncoderDecoderEncoder(nn.Module):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         rec, ent = self.score_parts(x)
-        return rec / self.score_scale[0] + ent / self.score_scale[1]  # (n,)
+        return anomaly_score(rec, ent, self.score_scale[0], self.score_scale[1])  # (n,)
+
+
+def anomaly_score(rec, ent, s_rec, s_ent):
+    """The score from its two parts and their scales (tensors or arrays, float32 in, out)."""
+    return rec / s_rec + ent / s_ent
+
+
+class InferenceWrapper(nn.Module):
+    """Raw rows -> (score, is_anomaly); the scaler and threshold ride along as buffers."""
+
+    def __init__(self, net: nn.Module, offset: np.ndarray, scale: np.ndarray, threshold: float):
+        super().__init__()
+        self.net = net
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+        self.register_buffer("threshold", torch.tensor(threshold, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = self.net.score((x - self.offset) * self.scale)  # (n, *shape) -> (n,)
+        return score, score > self.threshold

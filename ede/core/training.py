@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ede.core.metrics import evaluate
-from ede.core.model import EncoderDecoderEncoder
+from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
 from ede.core.objective import esad_objective
 
@@ -249,7 +249,9 @@ def validation_metrics(net: EncoderDecoderEncoder, X_val, y_val, device) -> dict
     rec, ent = batched_scores(net, X_val, device)
     net.train(was_training)
     s_rec, s_ent = score_scales(rec, ent, y_val)
-    return {f"val_{k}": v for k, v in evaluate(y_val, rec / s_rec + ent / s_ent).items()}
+    return {
+        f"val_{k}": v for k, v in evaluate(y_val, anomaly_score(rec, ent, s_rec, s_ent)).items()
+    }
 
 
 def score_scales(rec, ent, y) -> tuple[float, float]:

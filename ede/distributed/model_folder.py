@@ -18,10 +18,10 @@ import ray.train
 
 from ede.core.estimator import ESAD
 from ede.data import provenance
+from ede.distributed.cluster import Scaling
 from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
-    Scaling,
     estimator_from_checkpoint,
     fit_distributed,
 )

@@ -33,10 +33,10 @@ from sklearn.base import clone
 
 from ede.core.estimator import ESAD
 from ede.data.tables import write_table
+from ede.distributed.cluster import Scaling
 from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
-    Scaling,
     fit_distributed,
     make_trainer,
     prepare_data,

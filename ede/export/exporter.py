@@ -34,11 +34,11 @@ import fsspec
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 from ede import __version__
 from ede.core.checks import check_shape, check_X, check_y
 from ede.core.estimator import ESAD
+from ede.core.model import InferenceWrapper
 from ede.data.provenance import (
     VALIDATION_FILE,
     read_provenance,
@@ -61,21 +61,6 @@ from ede.storage import shown_url, write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
-
-
-class InferenceWrapper(nn.Module):
-    """Raw rows -> (score, is_anomaly); the scaler and threshold ride along as buffers."""
-
-    def __init__(self, net: nn.Module, offset: np.ndarray, scale: np.ndarray, threshold: float):
-        super().__init__()
-        self.net = net
-        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-        self.register_buffer("threshold", torch.tensor(threshold, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        score = self.net.score((x - self.offset) * self.scale)  # (n, *shape) -> (n,)
-        return score, score > self.threshold
 
 
 def inference_wrapper(det: ESAD, threshold: float) -> InferenceWrapper:

@@ -1,0 +1,133 @@
+"""Where Ray Train and Tune run: joining or starting Ray, worker resources, checkpoint storage.
+
+Configuration only, so the same code runs on this 2-core machine and on a GPU
+cluster: `RAY_ADDRESS` joins a cluster (else a local Ray starts once per job),
+`Scaling` says how many workers and whether each gets a GPU, `storage_path`
+checks the checkpoint URL before anything trains.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import fsspec
+import ray
+import ray.train
+import torch
+
+from ede.storage import shown_url
+
+
+def connect(*, log_to_driver: bool = False) -> float:
+    """Join `RAY_ADDRESS` if set, else start a local Ray; returns the seconds it took.
+
+    A local start gets a custom `trial_driver` resource: Tune's trial drivers hold
+    one unit of it and no CPU, so on 2 cores both CPUs stay with the workers.
+    """
+    if ray.is_initialized():
+        return 0.0
+    start = time.perf_counter()
+    env = controller_env()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver, runtime_env={"env_vars": env})
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only cluster
+        os.environ.update(env)  # inherited by the local raylet, hence by every actor
+        # The dashboard process serves Ray's State API, which Train V2's placement-group
+        # cleaner needs: without it, every finished or stopped run leaks its CPUs.
+        ray.init(
+            resources={"trial_driver": 8},
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=log_to_driver,
+        )
+    return time.perf_counter() - start
+
+
+@contextmanager
+def ray_session(*, log_to_driver: bool = False) -> Iterator[float]:
+    """Ray for the length of one job (a flow run): joined or started once, and shut down
+    afterwards only if this job started it. Yields the seconds connecting took."""
+    started = not ray.is_initialized()
+    seconds = connect(log_to_driver=log_to_driver)
+    try:
+        yield seconds
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def controller_env() -> dict[str, str]:
+    """Ray Train's controller collects reports when it polls its workers, every 2 s by
+    default, and a worker's report blocks until the previous one is collected: epochs
+    shorter than 2 s would all last 2 s. Polling every 0.1 s keeps them at their own
+    length (set RAY_TRAIN_HEALTH_CHECK_INTERVAL_S to override)."""
+    return {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get(POLL_ENV, "0.1")}
+
+
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Workers of one training run; GPU runs get one GPU per worker."""
+
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+
+    def check(self) -> None:
+        """Configuration errors, before Ray is touched."""
+        if self.workers < 1:
+            raise ValueError(f"workers={self.workers}: need at least 1 worker")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker={self.cpus_per_worker}: must be > 0")
+        if self.use_gpu and not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available():
+            raise ValueError("--gpu: this machine has no CUDA GPU (and no RAY_ADDRESS cluster)")
+
+    def check_cluster(self) -> None:
+        """A run the cluster can never place would wait forever: fail with one line instead."""
+        have = ray.cluster_resources()
+        if self.use_gpu and have.get("GPU", 0) < self.workers:
+            raise ValueError(
+                f"--gpu with {self.workers} worker(s) needs {self.workers} GPU(s); "
+                f"the Ray cluster has {int(have.get('GPU', 0))}"
+            )
+        need = self.workers * self.cpus_per_worker
+        if have.get("CPU", 0) < need:
+            raise ValueError(
+                f"{self.workers} worker(s) x {self.cpus_per_worker} CPU need {need:g} CPUs; "
+                f"the Ray cluster has {have.get('CPU', 0):g}"
+            )
+
+    def config(self) -> ray.train.ScalingConfig:
+        resources = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            resources["GPU"] = 1
+        return ray.train.ScalingConfig(
+            num_workers=self.workers, use_gpu=self.use_gpu, resources_per_worker=resources
+        )
+
+
+def storage_path(url: str) -> str:
+    """Check that `url` takes writes now (one small probe file), so a run never dies at its
+    first checkpoint; returns the form Ray's RunConfig wants (local paths made absolute)."""
+    if "://" not in url:
+        url = os.path.abspath(url)
+    probe = f"{url.rstrip('/')}/.ede-probe-{uuid.uuid4().hex}"
+    try:
+        fs, path = fsspec.core.url_to_fs(probe)
+        if "file" in fs.protocol:
+            fs.makedirs(fs._parent(path), exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(b"ok")
+        fs.rm(path)
+    except Exception as exc:  # every backend fails in its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"storage {shown_url(url)} is not writable: {first}") from None
+    return url
