@@ -23,7 +23,9 @@ N_MALIGNANT = 40
 
 
 def _offline_defaults(root: Path) -> None:
-    """Prefect settings that matter offline (NOTES.md); each one can be overridden."""
+    """Prefect settings that matter offline: a private PREFECT_HOME, telemetry off (its calls
+    fail without a network) and a start-up timeout long enough for the ephemeral API server
+    on a busy two-core machine (it can take 20 s). Each one yields to the environment."""
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str((root / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

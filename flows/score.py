@@ -1,7 +1,8 @@
 """Scheduled batch scoring with the champion (or a given model), around `ede score`.
 
 Scoring is idempotent: outputs that already exist are skipped, so a retry after a
-storage hiccup or a crash finishes the job instead of redoing it.
+storage hiccup or a crash finishes the job instead of redoing it. Nothing here
+imports the retraining side, so a scoring worker never loads Ray or torch.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from ede.export import registry
+from ede.pipeline import markdown, scoring
 from ede.scoring.batch import Summary
 from ede.scoring.batch import score as score_tables
-from ede.storage import shown_url
 from flows.io_retries import STORAGE_RETRIES
-from flows.retrain import ModelName
+from flows.params import ModelName, PositiveInt
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 def resolve_model(storage_url: str, name: str, model_url: str | None) -> str:
-    return model_url or registry.champion_url(f"{storage_url.rstrip('/')}/models", name)
+    return scoring.resolve_model(storage_url, name, model_url)
 
 
 @task(name="score", cache_policy=NO_CACHE, **STORAGE_RETRIES)
@@ -51,7 +51,7 @@ def score(
     storage_url: str,
     model_url: str | None = None,
     name: ModelName = "ede",
-    batch_size: Annotated[int, Field(ge=1)] = 65536,
+    batch_size: PositiveInt = 65536,
     threads: Annotated[int, Field(ge=1, le=256)] = 1,
     overwrite: bool = False,
 ) -> dict:
@@ -59,26 +59,9 @@ def score(
     to the champion of `name` under `storage_url`."""
     model = resolve_model(storage_url, name, model_url)
     summary = score_batch(model, input_url, output_url, batch_size, threads, overwrite)
-    result = {
-        "model_url": model,
-        "files": summary.files,
-        "skipped": summary.skipped,
-        "rows": summary.rows,
-        "anomalies": summary.anomalies,
-        "rows_per_second": summary.rows_per_second,
-        "output_url": output_url,
-    }
     create_markdown_artifact(
-        "\n".join(
-            [
-                f"# ede score: {name}",
-                "",
-                f"- model: `{shown_url(model)}`",
-                f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
-                f"- {summary.line()}",
-            ]
-        ),
+        markdown.score_markdown(name, model, input_url, output_url, summary),
         key=f"{name}-score",
         description="ede batch scoring",
     )
-    return result
+    return scoring.score_result(model, summary, output_url)

@@ -12,7 +12,7 @@ import pytest
 
 # Before any test module imports numpy/torch: the suite shares its cores with benchmarks.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Prefect offline (NOTES.md): no telemetry, a patient ephemeral server, and a home of the
+# Prefect offline: no telemetry, a patient ephemeral server, and a home of the
 # suite's own, so tests never touch the user's ~/.prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ede-test-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -60,7 +60,7 @@ def runtime_only_path(root: Path) -> Path:
 def test_artifact_runs_with_onnxruntime_and_numpy_alone(tmp_path):
     rng = np.random.default_rng(0)
     df = pd.DataFrame(rng.normal(size=(300, 3)), columns=["temp", "volt", "rpm"])
-    det = ESAD(epochs=2, hidden=(8,), latent_dim=2, seed=0).fit(df)
+    det = ESAD(epochs=2, min_steps=None, hidden=(8,), latent_dim=2, seed=0).fit(df)
     export(det, str(tmp_path / "art"), df.to_numpy()[:80], np.zeros(80))
     box = tmp_path / "box"
     box.mkdir()

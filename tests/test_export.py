@@ -31,6 +31,10 @@ def run(model: str, x: np.ndarray):
     return session.run(["score", "is_anomaly"], {"x": x})
 
 
+def score_cli(model, inp, out) -> int:
+    return main(["score", "--model", str(model), "--input", str(inp), "--output", str(out)])
+
+
 def rel_diff(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6)))
 
@@ -79,6 +83,18 @@ def test_mlp_export_matches_torch_and_carries_its_metadata(trained):
     assert not any(p.name.endswith(".data") for p in out.iterdir())  # one self-contained file
 
 
+def test_export_keeps_the_folders_threshold_unless_asked(trained, tmp_path):
+    """Calibrated once, by `ede train`; `ede export` bakes that one in, and chooses again
+    only when told to (here at another rate, on the same validation rows)."""
+    kept = json.loads((trained / "onnx" / METADATA_FILE).read_text())
+    recorded = json.loads((trained / "model" / "provenance.json").read_text())["calibration"]
+    assert kept["calibration"] == {**recorded, "threshold": kept["threshold"]}
+    assert kept["threshold"] == float(np.float32(recorded["threshold"]))
+    again = export_folder(str(trained / "model"), str(tmp_path / "again"), target_fpr=0.2)
+    assert again["calibration"]["target_fpr"] == 0.2 and again["threshold"] < kept["threshold"]
+    assert again["calibration"]["n_normals"] == recorded["n_normals"]
+
+
 def test_int8_is_smaller_and_reported(trained):
     out = trained / "onnx"
     meta = json.loads((out / METADATA_FILE).read_text())
@@ -96,7 +112,8 @@ def conv(tmp_path_factory):
     X = digits.images[:, None].astype(np.float32)  # (n, 1, 8, 8)
     y = (digits.target != 0).astype(int)
     normal = np.flatnonzero(y == 0)
-    det = ESAD(epochs=1, conv_channels=(4, 8), latent_dim=8, seed=0).fit(X[normal[:120]])
+    det = ESAD(epochs=1, min_steps=None, conv_channels=(4, 8), latent_dim=8, seed=0)
+    det.fit(X[normal[:120]])
     X_val = np.concatenate([X[normal[120:170]], X[np.flatnonzero(y == 1)[:10]]])
     y_val = np.r_[np.zeros(50), np.ones(10)]
     out = tmp_path_factory.mktemp("conv")
@@ -120,39 +137,13 @@ def test_score_images_and_refuse_the_wrong_shape(conv, tmp_path, capsys):
     pd.DataFrame({"id": range(30), "image": list(X[:30].reshape(30, -1))}).to_parquet(
         tmp_path / "ok.parquet"
     )
-    assert (
-        main(
-            [
-                "score",
-                "--model",
-                str(out),
-                "--input",
-                str(tmp_path / "ok.parquet"),
-                "--output",
-                str(tmp_path / "scored"),
-            ]
-        )
-        == 0
-    )
+    assert score_cli(out, str(tmp_path / "ok.parquet"), str(tmp_path / "scored")) == 0
     got = pd.read_parquet(tmp_path / "scored" / "ok.parquet")
     assert rel_diff(got["score"].to_numpy(), det.decision_function(X[:30])) <= 1e-4
     small = X[:30, :, :7, :7].reshape(30, -1)  # 7x7 images
     pd.DataFrame({"image": list(small)}).to_parquet(tmp_path / "small.parquet")
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "score",
-                "--model",
-                str(out),
-                "--input",
-                str(tmp_path / "small.parquet"),
-                "--output",
-                str(tmp_path / "bad"),
-            ]
-        )
-        == 2
-    )
+    assert score_cli(out, str(tmp_path / "small.parquet"), str(tmp_path / "bad")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "small.parquet" in err[0] and "'image'" in err[0], err
     assert "49 values" in err[0] and "(1, 8, 8) = 64" in err[0]
@@ -160,7 +151,7 @@ def test_score_images_and_refuse_the_wrong_shape(conv, tmp_path, capsys):
 
 
 def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr("ede.export.PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr("ede.export.exporter.PARITY_TOLERANCE", -1.0)
     with pytest.raises(ValueError, match="parity check failed.*nothing written"):
         export_folder(str(trained / "model"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
@@ -168,7 +159,8 @@ def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
 
 def test_export_without_validation_rows_is_one_line(tmp_path, capsys):
     df = table(200)
-    ESAD(epochs=1, hidden=(8,), latent_dim=2).fit(df[FEATURES]).save(str(tmp_path / "model"))
+    det = ESAD(epochs=1, min_steps=None, hidden=(8,), latent_dim=2).fit(df[FEATURES])
+    det.save(str(tmp_path / "model"))
     code = main(["export", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1

@@ -147,3 +147,18 @@ def test_storage_tasks_retry_transient_errors_and_fail_fast_on_bad_input():
     with pytest.raises(ValueError, match="not numeric"):
         run("permanent")
     assert calls == ["permanent"]  # bad input is not retried
+
+
+def test_scoring_flow_loads_neither_ray_nor_torch():
+    """A scoring worker imports only what scoring needs (a fresh interpreter, so nothing
+    this test session imported counts)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, flows.score; print([m for m in ('ray', 'torch') if m in sys.modules])"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

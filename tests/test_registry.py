@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -33,3 +34,39 @@ def test_champion_pointer_round_trip(tmp_path):
 def test_versions_sort_by_time_and_are_unique():
     a, b = registry.new_version(), registry.new_version()
     assert a != b and len(a) == len(b)
+
+
+def _fake_export(folder, payload: bytes) -> str:
+    """The files `read_model` checks (metadata.json with the graph's sha256), not a real graph."""
+    from ede.export.artifact import FORMAT, METADATA_FILE, MODEL_FILE, sha256
+
+    folder.mkdir(parents=True)
+    (folder / MODEL_FILE).write_bytes(payload)
+    meta = {"format": FORMAT, "files": {MODEL_FILE: {"sha256": sha256(payload)}}}
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    return str(folder)
+
+
+def _report(auroc: float, champion: dict | None) -> dict:
+    return {
+        "data": {"sha256": "abc", "test_url": "s3://b/prepared/k/test.parquet"},
+        "metrics": {"candidate": {"auroc": auroc}, "champion": champion, "champion_error": None},
+    }
+
+
+def test_promote_publishes_either_way_and_moves_the_pointer_only_on_merit(tmp_path):
+    models = str(tmp_path / "models")
+    first = _fake_export(tmp_path / "run1", b"graph-1")
+    decision, url = registry.promote(first, models, "m", "v1", _report(0.9, None))
+    assert decision.promote and url == f"{models}/m/v1"
+    champion = registry.read_champion(models, "m")
+    assert champion["version"] == "v1" and champion["url"] == url
+    assert champion["test"] == {"auroc": 0.9} and champion["data_sha256"] == "abc"
+
+    second = _fake_export(tmp_path / "run2", b"graph-2")
+    decision, url = registry.promote(second, models, "m", "v2", _report(0.8, {"auroc": 0.9}))
+    assert not decision.promote and "0.8000 < champion's 0.9000" in decision.reason
+    assert (tmp_path / "models" / "m" / "v2" / "model.onnx").read_bytes() == b"graph-2"
+    stored = json.loads((tmp_path / "models" / "m" / "v2" / "report.json").read_text())
+    assert stored["decision"] == {"promote": False, "reason": decision.reason}
+    assert registry.read_champion(models, "m")["version"] == "v1"  # kept

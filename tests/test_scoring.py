@@ -12,7 +12,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import ede
 from ede import ESAD
 from ede.cli import main
 from ede.export.artifact import MODEL_FILE
@@ -35,7 +34,8 @@ def frame(n=300, seed=0):
 def model(tmp_path_factory):
     """(artifact folder, fitted ESAD): a tiny net, exported once for the module."""
     df = frame(400)
-    det = ESAD(epochs=2, hidden=(16, 8), latent_dim=4, seed=0).fit(df[FEATURES], df["label"])
+    det = ESAD(epochs=2, min_steps=None, hidden=(16, 8), latent_dim=4, seed=0)
+    det.fit(df[FEATURES], df["label"])
     out = tmp_path_factory.mktemp("artifact")
     export(det, str(out), df[FEATURES].to_numpy()[:150], df["label"].to_numpy()[:150])
     return out, det
@@ -97,7 +97,7 @@ def test_score_from_and_to_s3(model, s3_bucket, capsys):
 
 
 CRASH = r"""
-import os, signal, sys, types
+import os, signal, sys
 
 class NoTorch:  # scoring must not need torch
     def find_spec(self, name, path=None, target=None):
@@ -105,16 +105,13 @@ class NoTorch:  # scoring must not need torch
             raise ImportError("torch is blocked here")
 
 sys.meta_path.insert(0, NoTorch())
-pkg = types.ModuleType("ede")  # skip ede/__init__, which imports the torch estimator
-pkg.__path__ = [sys.argv[1]]
-sys.modules["ede"] = pkg
-from ede.scoring.batch import score
+from ede.scoring.batch import score  # ede/__init__ is lazy: no torch on this path
 
 def crash(index, rows, committed):  # mid-way through the second file's writing
     if index == 1 and not committed:
         os.kill(os.getpid(), signal.SIGKILL)
 
-score(sys.argv[2], sys.argv[3], sys.argv[4], batch_size=250, progress=crash)
+score(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=250, progress=crash)
 """
 
 
@@ -126,8 +123,7 @@ def test_killed_run_resumes_to_identical_outputs(model, tmp_path):
         frame(1000, seed=k).to_parquet(inp / f"f{k}.parquet", index=False)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     score(str(art), str(inp), str(whole), batch_size=250)
-    pkg = str(Path(ede.__file__).parent)
-    args = [sys.executable, "-c", CRASH, pkg, str(art), str(inp), str(resumed)]
+    args = [sys.executable, "-c", CRASH, str(art), str(inp), str(resumed)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     left = sorted(p.name for p in resumed.iterdir())  # f0 committed, f1 half-written

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ede.core.checks import check_y
+
 __all__ = [
     "PEERS",
     "fit_score_deepsad_deepod",
@@ -32,7 +34,7 @@ def _check_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     X_test = np.ascontiguousarray(X_test, dtype=np.float32)
-    y_train = np.asarray(y_train).astype(np.int64).ravel()
+    y_train = check_y(np.ravel(y_train), X_train.shape[0], "y_train")
     if X_train.ndim != 2 or X_test.ndim != 2:
         raise ValueError(
             f"X_train and X_test must be 2-D, got shapes {X_train.shape} and {X_test.shape}"
@@ -41,10 +43,6 @@ def _check_inputs(
         raise ValueError(
             f"X_train has {X_train.shape[1]} features but X_test has {X_test.shape[1]}"
         )
-    if y_train.shape[0] != X_train.shape[0]:
-        raise ValueError(f"y_train has {y_train.shape[0]} labels for {X_train.shape[0]} rows")
-    if not np.isin(y_train, (0, 1)).all():
-        raise ValueError("y_train must contain only 0 (unlabelled) and 1 (known anomaly)")
     return X_train, y_train, X_test
 
 

@@ -31,6 +31,26 @@ def check_X(X, name: str = "X") -> np.ndarray:
     return arr
 
 
+def check_labels(values, name: str = "y") -> np.ndarray:
+    """The one 0/1 label rule (1 = anomaly, known or true; 0 = normal or unlabelled), for
+    arrays, table columns and benchmark labels alike: int64 out, or one ValueError that
+    says what `name` holds instead (NaN, strings, other values)."""
+    arr = np.asarray(values)
+    if arr.dtype == object:  # a table column with missing or mixed values
+        arr = np.asarray([np.nan if v is None else v for v in arr.tolist()])
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise ValueError(f"{name} must hold 0/1 labels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN labels; use 0 for unlabelled rows")
+    bad = np.setdiff1d(np.unique(arr), [0, 1])
+    if len(bad):
+        raise ValueError(
+            f"{name} has values outside {{0, 1}}: {bad[:10].tolist()} "
+            "(0 = normal or unlabelled, 1 = anomaly)"
+        )
+    return arr.astype(np.int64)
+
+
 def check_y(y, n_rows: int, name: str = "y") -> np.ndarray:
     """Training labels: 1 = known anomaly, 0 = normal or unlabelled; None = all unlabelled."""
     if y is None:
@@ -38,17 +58,7 @@ def check_y(y, n_rows: int, name: str = "y") -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1 or len(arr) != n_rows:
         raise ValueError(f"{name} has shape {arr.shape}, expected ({n_rows},) to match X")
-    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-        raise ValueError(f"{name} must hold 0/1 labels, got dtype {arr.dtype}")
-    bad = np.setdiff1d(np.unique(arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr), [0, 1])
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN labels; use 0 for unlabelled rows")
-    if len(bad):
-        raise ValueError(
-            f"{name} must hold only 0 (normal or unlabelled) and 1 (known anomaly), "
-            f"got {bad[:5].tolist()}"
-        )
-    return arr.astype(np.int64)
+    return check_labels(arr, name)
 
 
 def check_shape(X: np.ndarray, input_shape: tuple[int, ...], name: str = "X") -> None:

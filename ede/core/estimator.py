@@ -7,10 +7,8 @@ The constructor only stores its arguments (sklearn's `BaseEstimator` contract, s
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict
 
-import fsspec
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
@@ -21,7 +19,7 @@ from ede.core.checks import check_shape, check_X, check_y
 from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
 from ede.core.objective import ANOMALY_TARGETS
-from ede.core.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler, StandardScaler
+from ede.core.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler
 from ede.core.training import (
     ArrayShard,
     LocalRuntime,
@@ -30,13 +28,12 @@ from ede.core.training import (
     score_scales,
     train_loop,
 )
-from ede.storage import write_bytes_atomic
+from ede.storage import read_bytes, read_json, shown_url, write_bytes_atomic, write_json
 
 WEIGHTS_FILE, CONFIG_FILE = "weights.pt", "esad.json"
 SCALERS = {
     "standard_minmax": AffineScaler,
     "quantile_minmax": QuantileMinMaxScaler,
-    "standard": StandardScaler,
     "none": IdentityScaler,
 }
 
@@ -51,14 +48,13 @@ class ESAD(BaseEstimator):
     the unlabelled training rows' scores.
 
     Training runs `epochs` epochs, clipped so that it makes between `min_steps` and
-    `max_steps` optimizer steps (None lifts a bound). `labelled_share` fixes the share
-    of labelled anomalies in every batch (sampled with replacement); None keeps their
-    natural share. `scaling` is the per-feature affine map fitted on the training rows
-    (`ede.core.scaling`): "quantile_minmax" (default: min-max on the 1st and 99th
-    percentiles, so heavy-tailed features are not squeezed by their extremes),
-    "standard_minmax" (Deep SAD's), "standard" (z-scores) or "none". Defaults were
-    chosen on validation splits carved from training data (README,
-    benchmarks/select_defaults.py).
+    `max_steps` optimizer steps (None lifts a bound); batches keep the labelled
+    anomalies' natural share. `scaling` is the per-feature affine map fitted on the
+    training rows (`ede.core.scaling`): "quantile_minmax" (default: min-max on the 1st
+    and 99th percentiles, so heavy-tailed features are not squeezed by their extremes),
+    "standard_minmax" (Deep SAD's) or "none". This signature is the one place the
+    defaults live; they were chosen on validation splits carved from training data
+    (README, benchmarks/select_defaults.py).
     """
 
     def __init__(
@@ -75,9 +71,7 @@ class ESAD(BaseEstimator):
         max_steps: int | None = 3000,
         batch_size: int = 256,
         lr: float = 1e-3,
-        lr_schedule: str = "constant",
         weight_decay: float = 1e-6,
-        labelled_share: float | None = None,
         anomaly_target: str = "invert",
         share_encoders: bool = False,
         scaling: str = "quantile_minmax",
@@ -96,9 +90,7 @@ class ESAD(BaseEstimator):
         self.max_steps = max_steps
         self.batch_size = batch_size
         self.lr = lr
-        self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
-        self.labelled_share = labelled_share
         self.anomaly_target = anomaly_target
         self.share_encoders = share_encoders
         self.scaling = scaling
@@ -126,9 +118,7 @@ class ESAD(BaseEstimator):
             max_steps=None if self.max_steps is None else int(self.max_steps),
             batch_size=int(self.batch_size),
             lr=float(self.lr),
-            lr_schedule=self.lr_schedule,
             weight_decay=float(self.weight_decay),
-            labelled_share=None if self.labelled_share is None else float(self.labelled_share),
             anomaly_target=self.anomaly_target,
             share_encoders=bool(self.share_encoders),
             seed=int(self.seed),
@@ -153,14 +143,10 @@ class ESAD(BaseEstimator):
         for name in ("epochs", "batch_size", "latent_dim"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be >= 1")
-        if self.labelled_share is not None and not 0 < self.labelled_share < 1:
-            bad("labelled_share", "must be in (0, 1) or None")
         if not 0 <= self.contamination < 1:
             bad("contamination", "must be in [0, 1)")
         if self.anomaly_target not in ANOMALY_TARGETS:
             bad("anomaly_target", f"must be one of {ANOMALY_TARGETS}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            bad("lr_schedule", "must be 'constant' or 'cosine'")
         if self.scaling not in SCALERS:
             bad("scaling", f"must be one of {tuple(SCALERS)}")
 
@@ -173,12 +159,8 @@ class ESAD(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y=None, validation: tuple | None = None) -> ESAD:
-        """Learn the scaler, the network, the score scales and the threshold.
-
-        `validation` = (X_val, y_val), optional: scored after each epoch into
-        `history_` (never used to pick anything inside `fit`).
-        """
+    def fit(self, X, y=None) -> ESAD:
+        """Learn the scaler, the network, the score scales and the threshold."""
         self._check_params()
         names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
         X = check_X(X)
@@ -193,10 +175,6 @@ class ESAD(BaseEstimator):
             "train": asdict(self.train_config()),
             "data": ArrayShard(Xs, y),
         }
-        if validation is not None:
-            X_val = check_X(validation[0], "X_val")
-            check_shape(X_val, X.shape[1:], "X_val")
-            config["validation"] = (scaler.transform(X_val), check_y(validation[1], len(X_val)))
         runtime = LocalRuntime(device)
         net = train_loop(config, runtime)
         rec, ent = batched_scores(net, Xs, device)
@@ -256,8 +234,7 @@ class ESAD(BaseEstimator):
         }
         base = path.rstrip("/")
         write_bytes_atomic(f"{base}/{WEIGHTS_FILE}", buf.getvalue())
-        # The JSON goes last: its presence marks a complete model.
-        write_bytes_atomic(f"{base}/{CONFIG_FILE}", json.dumps(meta, indent=2).encode())
+        write_json(f"{base}/{CONFIG_FILE}", meta)  # last: its presence marks a complete model
 
     def input_feature_names(self) -> list[str]:
         """Column names in input order (f0.. without names); [] for images."""
@@ -270,25 +247,29 @@ class ESAD(BaseEstimator):
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> ESAD:
         base = path.rstrip("/")
+        config_url, weights_url = f"{base}/{CONFIG_FILE}", f"{base}/{WEIGHTS_FILE}"
         try:
-            with fsspec.open(f"{base}/{CONFIG_FILE}", "rb") as f:
-                meta = json.load(f)
-            with fsspec.open(f"{base}/{WEIGHTS_FILE}", "rb") as f:
-                state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+            meta = read_json(config_url)
+            raw = read_bytes(weights_url)
         except FileNotFoundError as exc:
-            raise ValueError(f"no ESAD model at {path}: {exc}") from None
-        if meta.get("format") != "ede.esad/1":
-            raise ValueError(
-                f"{base}/{CONFIG_FILE}: not an ede model (format {meta.get('format')})"
-            )
-        params = meta["params"]
+            raise ValueError(f"no ESAD model at {shown_url(path)}: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != "ede.esad/1":
+            raise ValueError(f"{shown_url(config_url)}: not an ede model (format ede.esad/1)")
+        params = _current_params(meta["params"], config_url)
         for key in ("hidden", "conv_channels"):
             params[key] = tuple(params[key])
         det = cls(**{**params, "device": device})
         net = EncoderDecoderEncoder(
             det.net_config(tuple(meta["input_shape"])), share_encoders=params["share_encoders"]
         )
-        net.load_state_dict(state)
+        state = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:  # shapes that do not fit esad.json
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"{shown_url(weights_url)}: weights do not fit {CONFIG_FILE} ({first})"
+            ) from None
         det.net_ = net.to(device).eval()
         det.scaler_ = AffineScaler.from_dict(meta["scaler"])
         det.input_shape_ = tuple(meta["input_shape"])
@@ -298,3 +279,16 @@ class ESAD(BaseEstimator):
         if meta.get("feature_names") and len(det.input_shape_) == 1:
             det.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
         return det
+
+
+# Parameters ede once had, with the value that matches what it does now: a model saved
+# with that value loads as it was trained; any other value cannot be reproduced.
+RETIRED_PARAMS = {"lr_schedule": "constant", "labelled_share": None}
+
+
+def _current_params(params: dict, where: str) -> dict:
+    params = dict(params)
+    for name, same in RETIRED_PARAMS.items():
+        if name in params and params.pop(name) != same:
+            raise ValueError(f"{shown_url(where)}: trained with {name}, which ede no longer has")
+    return params

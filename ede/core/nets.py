@@ -3,7 +3,7 @@
 Read top to bottom in forward order: config, encoders, decoders, factories.
 Biases are kept: Deep SAD drops them to avoid a trivial hypersphere collapse,
 but ESAD's reconstruction term already rules that collapse out, and bias-free
-layers cost accuracy on tabular data (see NOTES.md).
+layers cost up to 4 AUROC points on one tabular set in a prototype.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from torch import nn
 
 @dataclass(frozen=True)
 class NetConfig:
+    """Filled by `ESAD.net_config` from the estimator's parameters (their one owner)."""
+
     input_shape: tuple[int, ...]  # (d,) for tables, (c, h, w) for images
-    hidden: tuple[int, ...] = (128, 64)  # MLP widths, input side first
-    latent_dim: int = 16
-    conv_channels: tuple[int, ...] = (16, 32)  # one 2x pooling stage per entry
+    hidden: tuple[int, ...]  # MLP widths, input side first
+    latent_dim: int
+    conv_channels: tuple[int, ...]  # one 2x pooling stage per entry
     negative_slope: float = 0.1  # LeakyReLU, as Deep SAD
 
     @property

@@ -8,7 +8,7 @@ channel, so the picture is not distorted pixel by pixel.
   are affine, so they compose into one map). The peers' scaler in the benchmarks.
 - `QuantileMinMaxScaler`: min-max on the 1st and 99th percentiles; ESAD's default
   (`scaling="quantile_minmax"`), chosen on validation splits (README).
-- `StandardScaler`: z-scores only. `IdentityScaler`: data already scaled.
+- `IdentityScaler`: data already scaled.
 """
 
 from __future__ import annotations
@@ -53,16 +53,6 @@ class AffineScaler:
         s.offset_ = np.asarray(d["offset"], dtype=np.float32)
         s.scale_ = np.asarray(d["scale"], dtype=np.float32)
         return s
-
-
-class StandardScaler(AffineScaler):
-    """Standardise only: x' = (x - mean) / std, per feature (per channel for images)."""
-
-    def fit(self, X: np.ndarray) -> StandardScaler:
-        mean, std = _mean_std(X.astype(np.float64))
-        self.offset_ = mean[0].astype(np.float32)
-        self.scale_ = (1.0 / std)[0].astype(np.float32)
-        return self
 
 
 class QuantileMinMaxScaler(AffineScaler):

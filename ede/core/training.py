@@ -25,20 +25,21 @@ from ede.core.objective import esad_objective
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lambda_entropy: float = 0.1
-    lambda_consistency: float = 0.1
-    eta: float = 1.0
-    epochs: int = 100
-    min_steps: int | None = 1000  # train more epochs when `epochs` would make fewer steps
-    max_steps: int | None = 3000  # stop after the epoch that reaches this many optimizer steps
-    batch_size: int = 256
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # or "cosine": warm-up, then cosine decay to 0 at the end
-    weight_decay: float = 1e-6
-    labelled_share: float | None = None  # share of labelled anomalies per batch; None = natural
-    anomaly_target: str = "invert"
-    share_encoders: bool = False
-    seed: int = 0
+    """What one training run does; no defaults here: `ESAD.train_config()` fills it from
+    the estimator's parameters, the one place defaults live."""
+
+    lambda_entropy: float
+    lambda_consistency: float
+    eta: float
+    epochs: int
+    min_steps: int | None  # train more epochs when `epochs` would make fewer steps
+    max_steps: int | None  # stop after the epoch that reaches this many optimizer steps
+    batch_size: int
+    lr: float
+    weight_decay: float
+    anomaly_target: str
+    share_encoders: bool
+    seed: int
 
 
 class Runtime(Protocol):
@@ -105,7 +106,6 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
 
     steps = config.get("steps_per_epoch") or math.ceil(len(x_all) / cfg.batch_size)
     gen = torch.Generator().manual_seed(cfg.seed * 1009 + rt.rank)
-    sampler = BatchSampler(y_all.cpu().numpy(), cfg.batch_size, steps, cfg.labelled_share, gen)
     weights = dict(
         lambda_entropy=cfg.lambda_entropy,
         lambda_consistency=cfg.lambda_consistency,
@@ -114,13 +114,10 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
     )
 
     n_epochs = planned_epochs(cfg, steps)
-    lr_at = LearningRate(cfg.lr, cfg.lr_schedule, total_steps=n_epochs * steps)
     for epoch in range(start_epoch, n_epochs):
         wrapped.train()
         sums = torch.zeros(4)
-        for i, idx in enumerate(sampler.epoch()):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch * steps + i)
+        for idx in epoch_batches(len(x_all), cfg.batch_size, steps, gen):
             xb, yb = x_all[idx], y_all[idx]
             terms = esad_objective(xb, *wrapped(xb), yb, generator=gen, **weights)
             optimizer.zero_grad(set_to_none=True)
@@ -144,32 +141,6 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
     return net.eval()
 
 
-class LearningRate:
-    """The learning rate as a pure function of the global step, so a resumed run
-    (Ray restarting from a checkpoint) continues the same schedule with no state.
-
-    "cosine": linear warm-up over the first 5% of steps, then cosine decay to 0, so
-    the last epoch, the one judged and exported, is a converged one rather than a
-    snapshot of Adam's noise at a constant rate.
-    """
-
-    SCHEDULES = ("constant", "cosine")
-
-    def __init__(self, base: float, schedule: str, total_steps: int):
-        if schedule not in self.SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {self.SCHEDULES}, got {schedule!r}")
-        self.base, self.schedule, self.total = base, schedule, max(1, total_steps)
-        self.warmup = max(1, self.total // 20)
-
-    def __call__(self, step: int) -> float:
-        if self.schedule == "constant":
-            return self.base
-        if step < self.warmup:
-            return self.base * (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return self.base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
     """`epochs`, clipped so that training makes between `min_steps` and `max_steps` steps.
 
@@ -189,34 +160,10 @@ def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
 _TERM_NAMES = ("loss", "reconstruction", "entropy", "consistency")
 
 
-class BatchSampler:
-    """Index batches for one epoch; optionally a fixed share of labelled anomalies per batch.
-
-    With a few dozen labelled anomalies among thousands of rows, most batches hold
-    none and the inverted terms see them in bursts; a fixed share per batch (drawn
-    with replacement) gives every step the same mix, which cut seed variance.
-    """
-
-    def __init__(self, y, batch_size, steps, labelled_share, generator):
-        self.labelled = torch.as_tensor(np.flatnonzero(y == 1))
-        self.unlabelled = torch.as_tensor(np.flatnonzero(y != 1))
-        self.n = len(y)
-        self.batch_size = batch_size
-        self.steps = steps
-        self.share = labelled_share if len(self.labelled) and len(self.unlabelled) else None
-        self.gen = generator
-
-    def epoch(self):
-        if self.share is None:
-            order = _cycle_perm(self.n, self.steps * self.batch_size, self.gen)
-            yield from order.view(self.steps, self.batch_size)
-            return
-        k = max(1, round(self.share * self.batch_size))
-        m = self.batch_size - k
-        order = self.unlabelled[_cycle_perm(len(self.unlabelled), self.steps * m, self.gen)]
-        picks = torch.randint(len(self.labelled), (self.steps, k), generator=self.gen)
-        for step in range(self.steps):
-            yield torch.cat([order[step * m : (step + 1) * m], self.labelled[picks[step]]])
+def epoch_batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> torch.Tensor:
+    """One epoch's `steps` batches of row indices, (steps, batch_size), drawn from fresh
+    permutations of the rows: labelled anomalies keep their natural share per batch."""
+    return _cycle_perm(n, steps * batch_size, gen).view(steps, batch_size)
 
 
 def _cycle_perm(n: int, length: int, gen: torch.Generator) -> torch.Tensor:

@@ -27,8 +27,9 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from ede.data.fingerprint import rows_sha256
+from ede.data.listing import list_files
 from ede.data.protocol import validation_split
-from ede.data.provenance import rows_sha256
 from ede.data.tables import SUFFIXES, Table, read_table, write_table
 from ede.storage import shown_url, write_bytes_atomic
 
@@ -183,19 +184,10 @@ def _read_parts(data_url: str, label_column: str) -> tuple[dict[str, Table], boo
 
 def _read_many(url: str, label_column: str) -> Table:
     """One table from a file, or the row-wise union of a folder's or a glob's tables."""
-    fs, path = fsspec.core.url_to_fs(url)
-    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
-    if any(ch in path for ch in "*?["):
-        paths = sorted(fs.glob(path))
-    elif fs.isdir(path):
-        paths = sorted(p for p in fs.find(path) if p.lower().endswith(SUFFIXES))
-    elif fs.exists(path):
+    fs, paths = list_files(url, SUFFIXES)
+    if len(paths) == 1 and fs.isfile(fsspec.core.url_to_fs(url)[1]):
         return read_table(url, label_column=label_column)
-    else:
-        raise FileNotFoundError(f"{shown_url(url)}: no such file or folder")
-    if not paths:
-        raise FileNotFoundError(f"{shown_url(url)}: no {', '.join(SUFFIXES)} tables there")
-    tables = [read_table(protocol + p, label_column=label_column) for p in paths]
+    tables = [read_table(fs.unstrip_protocol(p), label_column=label_column) for p in paths]
     names = tables[0].feature_names
     for t in tables[1:]:
         if t.feature_names != names:

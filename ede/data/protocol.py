@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ede.core.checks import check_y
+
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays elementwise is not a bool
 class SemiSupervisedSplit:
@@ -36,13 +38,7 @@ class SemiSupervisedSplit:
 
 
 def _binary_labels(y: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
-    bad = np.setdiff1d(np.unique(y), [0, 1])
-    if bad.size:
-        raise ValueError(f"y must be in {{0, 1}}; found {bad[:10].tolist()}")
-    return y.astype(np.int64)
+    return check_y(y, n)
 
 
 def semi_supervised_split(

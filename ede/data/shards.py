@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ede.core.checks import check_labels
 from ede.core.scaling import AffineScaler, QuantileMinMaxScaler
 from ede.data.protocol import validation_split
 from ede.storage import shown_url
@@ -93,6 +94,10 @@ def inspect_parquet(
     return ParquetLayout(url, tuple(names), label_column if has_label else None, groups)
 
 
+def _labels(values: np.ndarray, layout: ParquetLayout) -> np.ndarray:
+    return check_labels(values, f"{shown_url(layout.url)}: label column '{layout.label_column}'")
+
+
 def read_labels(layout: ParquetLayout) -> np.ndarray:
     """The label column alone (1 byte-ish per row), or zeros when the table has none."""
     if layout.label_column is None:
@@ -128,13 +133,13 @@ def read_rows(layout: ParquetLayout, rows: np.ndarray) -> tuple[np.ndarray, np.n
 def fit_scaler(layout: ParquetLayout, skip: np.ndarray, kind: str, seed: int = 0) -> AffineScaler:
     """ESAD's scaler (`kind` as its `scaling`), fitted on the fit rows without holding them.
 
-    "standard_minmax" and "standard" take one streaming pass: mean and variance merge
+    "standard_minmax" takes one streaming pass: mean and variance merge
     per row group (Chan et al.), min and max are exact, so the map equals the
     in-memory scaler's fit on the same rows up to float rounding. "quantile_minmax"
     needs percentiles: it fits on up to QUANTILE_SAMPLE fit rows drawn at random
     (all of them, hence exactly the in-memory map, on smaller tables).
     """
-    if kind not in ("standard_minmax", "standard", "quantile_minmax"):
+    if kind not in ("standard_minmax", "quantile_minmax"):
         raise ValueError(f"scaling={kind!r}: no streaming fit for it")
     if kind == "quantile_minmax":
         fit_rows = np.setdiff1d(np.arange(layout.n_rows), skip)
@@ -164,8 +169,6 @@ def fit_scaler(layout: ParquetLayout, skip: np.ndarray, kind: str, seed: int = 0
         raise ValueError(f"{shown_url(layout.url)}: no training rows left to fit the scaler")
     std = np.sqrt(m2 / n)
     std = np.where(std > 0, std, 1.0)
-    if kind == "standard":
-        return AffineScaler.from_dict({"offset": mean, "scale": 1.0 / std})
     zlo, zhi = (lo - mean) / std, (hi - mean) / std
     span = np.where(zhi - zlo > 0, zhi - zlo, 1.0)
     return AffineScaler.from_dict({"offset": mean + zlo * std, "scale": 1.0 / (std * span)})
@@ -197,14 +200,3 @@ class ParquetShard:
             ys.append(y[keep])
         scaler = AffineScaler.from_dict(self.scaler)
         return scaler.transform(np.concatenate(Xs)), np.concatenate(ys)
-
-
-def _labels(values: np.ndarray, layout: ParquetLayout) -> np.ndarray:
-    ok = np.isin(values, [0, 1])
-    if not ok.all():
-        bad = np.unique(values[~ok])[:10].tolist()
-        raise ValueError(
-            f"{shown_url(layout.url)}: label column '{layout.label_column}' has values "
-            f"outside {{0, 1}}: {bad}"
-        )
-    return values.astype(np.int64)

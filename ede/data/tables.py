@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from ede.storage import shown_url, write_bytes_atomic
+from ede.core.checks import check_labels
+from ede.storage import read_bytes, shown_url, write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
 IMAGE_COLUMN = "image"  # tables of images: one list column, each row a flattened (c, h, w)
-_MAX_SHOWN = 10
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays elementwise is not a bool
@@ -126,16 +127,38 @@ def _frame_to_table(
     for name, count in zip(names, bad_counts, strict=True):
         if count:
             raise ValueError(f"{where}: feature column '{name}' has {count} NaN/inf value(s)")
-    y = _labels(frame[label_column], where, label_column) if has_label else None
+    y = (
+        check_labels(frame[label_column], f"{where}: label column '{label_column}'")
+        if has_label
+        else None
+    )
     return Table(X=X, y=y, feature_names=names, source=url)
 
 
-def _labels(series: pd.Series, where: str, name: str) -> np.ndarray:
-    ok = series.isin([0, 1]) & series.notna()
-    if not ok.all():
-        bad = pd.unique(series[~ok])[:_MAX_SHOWN].tolist()
-        raise ValueError(f"{where}: label column '{name}' has values outside {{0, 1}}: {bad}")
-    return series.to_numpy().astype(np.int64)
+def read_labelled_rows(
+    url: str, feature_names: list[str], input_shape: tuple[int, ...], label_column: str = "label"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) in a model's feature order, for the rows a model is judged on (validation or
+    test); y = 1 for a labelled anomaly, 0 otherwise (a missing label column: all 0).
+
+    Images come as one list column (``IMAGE_COLUMN``) of flattened ``input_shape`` rows.
+    """
+    if len(input_shape) == 1:
+        table = read_table(url, label_column=label_column, feature_columns=feature_names)
+        y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
+        return table.X, y
+    where, t = shown_url(url), pq.read_table(io.BytesIO(read_bytes(url)))
+    if IMAGE_COLUMN not in t.column_names:
+        raise ValueError(f"{where}: no '{IMAGE_COLUMN}' column of flattened images")
+    X = np.asarray(t.column(IMAGE_COLUMN).combine_chunks().flatten(), dtype=np.float32)
+    if X.size != int(np.prod(input_shape)) * t.num_rows:
+        raise ValueError(f"{where}: '{IMAGE_COLUMN}' rows are not images of {input_shape}")
+    y = (
+        check_labels(t.column(label_column).to_numpy(), f"{where}: label column '{label_column}'")
+        if label_column in t.column_names
+        else np.zeros(t.num_rows, np.int64)
+    )
+    return X.reshape(t.num_rows, *input_shape), y
 
 
 def _to_frame(table_or_df: Table | pd.DataFrame, label_column: str) -> pd.DataFrame:

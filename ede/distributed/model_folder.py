@@ -1,10 +1,9 @@
 """From prepared data and Ray Train to a model folder `ede export` can read.
 
 `ede train --workers N` and the retraining flow share this: train on the fit rows
-(or take a finished run's checkpoint),
-calibrate the threshold on the validation rows the network never fitted, then write
-the folder (validation rows and provenance first, the model last: `esad.json`, which
-`ESAD.save` writes last, marks a complete folder).
+(or take a finished run's checkpoint), then hand the model and the validation rows
+the network never fitted to `ede.export.model_folder.write_model_folder`, the one
+writer of the folder (and of its threshold) that training in process uses too.
 """
 
 from __future__ import annotations
@@ -12,20 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import ray.train
 
 from ede.core.estimator import ESAD
-from ede.data import provenance
+from ede.distributed import cluster
 from ede.distributed.cluster import Scaling
 from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
     estimator_from_checkpoint,
     fit_distributed,
+    prepare_data,
 )
-from ede.export.calibration import Calibration, calibrate_threshold
+from ede.export.calibration import Calibration
+from ede.export.model_folder import check_target_fpr, write_model_folder
+from ede.storage import shown_url
 
 
 @dataclass
@@ -62,6 +62,48 @@ def train_model_folder(
     return _save(det, result.checkpoint, data, out, label_column, target_fpr, record, training)
 
 
+def train_table_folder(
+    det: ESAD,
+    data_url: str,
+    out: str,
+    scaling: Scaling,
+    storage: str | None,
+    *,
+    label_column: str = "label",
+    validation_fraction: float = 0.2,
+    target_fpr: float = 0.01,
+    max_failures: int = 0,
+) -> TrainedFolder:
+    """`ede train --workers N`: from a Parquet table, which Ray Train reads shard by shard,
+    to the same folder as training in process. Every check that needs no cluster runs
+    before one is joined, so a bad option fails in a second, not after Ray starts."""
+    check_target_fpr(target_fpr)
+    scaling.check()
+    if not storage:
+        raise ValueError("--workers needs --storage URL: Ray keeps checkpoints there")
+    storage = cluster.storage_path(storage)  # fails on an unwritable place, before the data
+    data = prepare_data(
+        data_url,
+        label_column=label_column,
+        validation_fraction=validation_fraction,
+        seed=det.seed,
+    )
+    cluster.connect(log_to_driver=True)
+    return train_model_folder(
+        det,
+        data,
+        out,
+        scaling,
+        RunSpec(storage, max_failures=max_failures),
+        label_column=label_column,
+        target_fpr=target_fpr,
+        record={
+            "validation_fraction": validation_fraction,
+            "data": {"source": shown_url(data_url)},
+        },
+    )
+
+
 def model_folder_from_checkpoint(
     det: ESAD,
     checkpoint: ray.train.Checkpoint,
@@ -81,35 +123,28 @@ def model_folder_from_checkpoint(
 
 
 def _check(data: PreparedData, target_fpr: float) -> None:
-    if not 0.0 <= target_fpr < 1.0:
-        raise ValueError(f"target_fpr={target_fpr}: must be in [0, 1)")
+    """Before Ray trains anything: both would fail only once the model is written."""
+    check_target_fpr(target_fpr)
     if len(data.y_val) == 0:
         raise ValueError("no validation rows: the threshold is calibrated on them")
 
 
 def _save(det, checkpoint, data, out, label_column, target_fpr, record, training) -> TrainedFolder:
-    names = list(data.layout.feature_names)
-    scores = det.decision_function(pd.DataFrame(data.X_val, columns=names)).astype(np.float32)
-    cal = calibrate_threshold(scores, data.y_val, target_fpr)
-    det.threshold_ = cal.threshold
-    provenance.write_validation(
-        out, provenance.validation_table(data.X_val, data.y_val, names, label_column)
-    )
     record = dict(record or {})
-    provenance.write_provenance(
+    record["data"] = {
+        **record.get("data", {}),
+        "rows": data.layout.n_rows,
+        "fit_rows": data.fit_rows,
+        "validation_rows": len(data.y_val),
+    }
+    cal = write_model_folder(
+        det,
         out,
-        {
-            **record,
-            "label_column": label_column,
-            "calibration": cal.to_dict(),
-            "data": {
-                **record.get("data", {}),
-                "rows": data.layout.n_rows,
-                "fit_rows": data.fit_rows,
-                "validation_rows": len(data.y_val),
-            },
-            "training": training,
-        },
+        data.X_val,
+        data.y_val,
+        feature_names=list(data.layout.feature_names),
+        label_column=label_column,
+        target_fpr=target_fpr,
+        record={**record, "training": training},
     )
-    det.save(out)
     return TrainedFolder(det, checkpoint, cal, out)

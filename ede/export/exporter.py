@@ -1,34 +1,21 @@
-"""ONNX export of a fitted ESAD: one self-contained graph, so scoring needs no torch.
+"""ONNX export of a fitted ESAD: one self-contained graph, checked before it is written.
 
-The graph is an inference wrapper, not the training net (DESIGN.md, style 8):
-affine scaling, the three networks, the score with its scales, and the threshold,
-all as registered buffers. Raw rows in (`x`, float32, (batch, *input_shape));
-`score` (float32, (batch,), higher = more anomalous) and `is_anomaly` (bool,
-score > threshold) out.
-
-Exporter: torch.onnx's dynamo exporter (needs onnxscript), one file
-(`external_data=False`); if it fails, the TorchScript exporter, and metadata
-says which ran.
+The graph (`ede.export.onnx_graph`) takes raw rows (`x`, float32, (batch,
+*input_shape)) and gives `score` (float32, (batch,), higher = more anomalous) and
+`is_anomaly` (bool, score > threshold); metadata says which exporter made it.
 
 Nothing is written until every check passed: `onnx.checker`, then parity,
-onnxruntime's scores against `ESAD.decision_function` on the validation rows,
-max relative difference <= 1e-4. The threshold is re-calibrated on the same rows
-(`ede.export.calibration`). `int8` adds onnxruntime's dynamic quantisation (int8
-weights, activations quantised per batch at run time) after its pre-processing,
-reported as size ratio and validation AUROC change. metadata.json goes last.
+onnxruntime's scores against `ESAD.decision_function` on the validation rows, max
+relative difference <= 1e-4. The threshold baked in is the one the model folder
+calibrated (`ede.export.model_folder`); only an explicit request, or a bare ESAD
+with no folder behind it, calibrates one here (`ede.export.calibration`). `int8`
+adds a dynamically quantised graph, reported as size ratio and validation AUROC
+change. metadata.json goes last.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import json
-import logging
-import os
-import tempfile
-import warnings
-from collections.abc import Iterator
 
 import fsspec
 import numpy as np
@@ -38,13 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from ede import __version__
 from ede.core.checks import check_shape, check_X, check_y
 from ede.core.estimator import ESAD
-from ede.core.model import InferenceWrapper
-from ede.data.provenance import (
-    VALIDATION_FILE,
-    read_provenance,
-    read_validation,
-    rows_sha256,
-)
+from ede.data.fingerprint import rows_sha256
 from ede.export.artifact import (
     FORMAT,
     IMAGE_COLUMN,
@@ -52,93 +33,32 @@ from ede.export.artifact import (
     INT8_FILE,
     METADATA_FILE,
     MODEL_FILE,
-    OUTPUT_NAMES,
-    session,
     sha256,
 )
-from ede.export.calibration import DEFAULT_TARGET_FPR, calibrate_threshold, operating_metrics
-from ede.storage import shown_url, write_bytes_atomic
+from ede.export.calibration import (
+    DEFAULT_TARGET_FPR,
+    Calibration,
+    calibrate_threshold,
+    operating_metrics,
+)
+from ede.export.model_folder import read_model_folder
+from ede.export.onnx_graph import (
+    inference_wrapper,
+    quantize_int8,
+    run_graph,
+    runtime_versions,
+    to_onnx,
+    with_props,
+)
+from ede.storage import write_bytes_atomic
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
 
 
-def inference_wrapper(det: ESAD, threshold: float) -> InferenceWrapper:
-    net = copy.deepcopy(det.net_).cpu().eval()
-    return InferenceWrapper(net, det.scaler_.offset_, det.scaler_.scale_, threshold).eval()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporters warn about things that do not concern users (torchvision ops...)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def to_onnx(wrapper: InferenceWrapper, input_shape: tuple[int, ...]):
-    """(onnx.ModelProto, exporter name), batch axis dynamic."""
-    import onnx
-
-    example = torch.zeros(2, *input_shape)  # batch 2: torch.export specialises sizes 0 and 1
-    names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES)}
-    with _quiet():
-        try:
-            program = torch.onnx.export(
-                wrapper,
-                (example,),
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                verbose=False,
-                **names,
-            )
-            return program.model_proto, "dynamo"
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other one
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        buf = io.BytesIO()
-        batch = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-        torch.onnx.export(
-            wrapper, (example,), buf, dynamo=False, dynamic_axes=batch, opset_version=17, **names
-        )
-    return onnx.load_from_string(buf.getvalue()), f"torchscript (dynamo failed: {reason})"
-
-
-def _with_props(model: bytes, props: dict[str, str]) -> bytes:
-    """Metadata props travel inside the graph: an edge box may get the .onnx alone."""
-    import onnx
-
-    proto = onnx.load_from_string(model)
-    onnx.helper.set_model_props(proto, props)
-    proto.doc_string = "ESAD anomaly detector: raw rows in; score (higher = more anomalous), "
-    proto.doc_string += "is_anomaly = score > threshold out. See metadata_props."
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
-
-
-def quantize_int8(model: bytes) -> bytes:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
-        with open(src, "wb") as f:
-            f.write(model)
-        quant_pre_process(src, pre)
-        quantize_dynamic(pre, dst, weight_type=QuantType.QInt8)
-        with open(dst, "rb") as f:
-            return f.read()
-
-
-def _run(model: bytes, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    score, flag = session(model).run(list(OUTPUT_NAMES), {INPUT_NAME: X})
-    return score, flag
+def _check_quantize(quantize: str | None) -> None:
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ValueError(f"quantize={quantize!r}: expected one of {QUANTIZE_CHOICES}")
 
 
 def export(
@@ -150,19 +70,21 @@ def export(
     target_fpr: float = DEFAULT_TARGET_FPR,
     quantize: str | None = None,
     provenance: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
     """Export `det` to the folder `out`; returns the metadata written beside the graph.
 
     `y_val`: 1 = labelled anomaly, 0 = normal or unlabelled (the threshold's normals).
+    `calibration`: a threshold chosen already (a model folder's), baked in as it is;
+    without one, the threshold is calibrated here on the validation rows at `target_fpr`.
     """
     check_is_fitted(det, "net_")
-    if quantize not in (None, *QUANTIZE_CHOICES):
-        raise ValueError(f"quantize={quantize!r}: expected one of {QUANTIZE_CHOICES}")
+    _check_quantize(quantize)
     X_val = check_X(X_val, "validation X")
     check_shape(X_val, det.input_shape_, "validation X")
     y_val = check_y(y_val, len(X_val), "validation y")
     torch_scores = det.decision_function(X_val).astype(np.float32)
-    cal = calibrate_threshold(torch_scores, y_val, target_fpr)
+    cal = calibration or calibrate_threshold(torch_scores, y_val, target_fpr)
     threshold = float(np.float32(cal.threshold))  # the value the graph compares against
     proto, exporter = to_onnx(inference_wrapper(det, threshold), det.input_shape_)
     names, shape = det.input_feature_names(), list(det.input_shape_)
@@ -173,8 +95,8 @@ def export(
         "threshold": repr(threshold),
         "target_fpr": repr(cal.target_fpr),
     }
-    files = {MODEL_FILE: _with_props(proto.SerializeToString(), props)}
-    scores, flags = _run(files[MODEL_FILE], X_val)
+    files = {MODEL_FILE: with_props(proto.SerializeToString(), props)}
+    scores, flags = run_graph(files[MODEL_FILE], X_val)
     rel = float(np.max(np.abs(scores - torch_scores) / np.maximum(np.abs(torch_scores), 1e-6)))
     if not rel <= PARITY_TOLERANCE:
         raise ValueError(
@@ -205,12 +127,12 @@ def export(
         "metrics": metrics,
         "parity": {"max_rel_diff": rel, "tolerance": PARITY_TOLERANCE, "n_rows": len(X_val)},
         "data": {"validation_rows_sha256": rows_sha256(X_val, y_val), **_data(provenance)},
-        "exporter": {"name": exporter, "torch": torch.__version__, **_versions()},
+        "exporter": {"name": exporter, "torch": torch.__version__, **runtime_versions()},
         "files": {MODEL_FILE: _file_entry(files[MODEL_FILE])},
     }
     if quantize == "int8":
-        files[INT8_FILE] = _with_props(quantize_int8(files[MODEL_FILE]), props)
-        q_scores, _ = _run(files[INT8_FILE], X_val)
+        files[INT8_FILE] = with_props(quantize_int8(files[MODEL_FILE]), props)
+        q_scores, _ = run_graph(files[INT8_FILE], X_val)
         metrics["validation_int8"] = q_metrics = operating_metrics(q_scores, y_val, threshold)
         meta["files"][INT8_FILE] = {
             **_file_entry(files[INT8_FILE]),
@@ -226,13 +148,6 @@ def export(
 
 def _data(provenance: dict | None) -> dict:
     return dict((provenance or {}).get("data", {}))
-
-
-def _versions() -> dict:
-    import onnx
-    import onnxruntime
-
-    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def _file_entry(data: bytes) -> dict:
@@ -267,23 +182,26 @@ def export_folder(
     quantize: str | None = None,
     validation: str | None = None,
 ) -> dict:
-    """`ede export`: a model folder from `ede train` (or `ESAD.save` plus validation rows)."""
-    if quantize not in (None, *QUANTIZE_CHOICES):  # before the slow loads
-        raise ValueError(f"quantize={quantize!r}: expected one of {QUANTIZE_CHOICES}")
-    det = ESAD.load(model)
-    prov = read_provenance(model) or {}
-    url = validation or f"{model.rstrip('/')}/{VALIDATION_FILE}"
-    try:
-        X_val, y_val = read_validation(
-            url, det.input_feature_names(), det.input_shape_, prov.get("label_column", "label")
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{shown_url(url)}: no validation rows; `ede train` writes them, or pass --validation"
-        ) from None
-    if target_fpr is None:
-        target_fpr = prov.get("calibration", {}).get("target_fpr", DEFAULT_TARGET_FPR)
-    return export(det, out, X_val, y_val, target_fpr=target_fpr, quantize=quantize, provenance=prov)
+    """`ede export`: a model folder from `ede train` (or `ESAD.save` plus validation rows).
+
+    The folder's threshold goes into the graph as it is. `target_fpr` or `validation` asks
+    for a new one on those rows (at the folder's rate unless `target_fpr` says otherwise),
+    and so does a folder that recorded no calibration.
+    """
+    _check_quantize(quantize)  # before the slow loads
+    folder = read_model_folder(model)
+    X_val, y_val = folder.validation_rows(validation)
+    kept = folder.calibration if target_fpr is None and validation is None else None
+    return export(
+        folder.det,
+        out,
+        X_val,
+        y_val,
+        target_fpr=folder.target_fpr if target_fpr is None else target_fpr,
+        quantize=quantize,
+        provenance=folder.provenance,
+        calibration=kept,
+    )
 
 
 def summary_lines(meta: dict, out: str) -> list[str]:

@@ -11,7 +11,6 @@ only when the candidate is at least as good as the champion on the same test row
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 import fsspec
 
 from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
-from ede.storage import shown_url, write_bytes_atomic
+from ede.storage import read_bytes, read_json, shown_url, write_bytes_atomic, write_json
 
 CHAMPION, REPORT = "champion", "report.json"
 
@@ -38,14 +37,7 @@ def model_root(models_url: str, name: str) -> str:
 
 
 def read_champion(models_url: str, name: str) -> dict[str, Any] | None:
-    url = f"{model_root(models_url, name)}/{CHAMPION}"
-    try:
-        with fsspec.open(url, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{shown_url(url)}: not valid JSON: {exc}") from None
+    return read_json(f"{model_root(models_url, name)}/{CHAMPION}", missing_ok=True)
 
 
 def champion_url(models_url: str, name: str) -> str:
@@ -62,15 +54,15 @@ def publish(artifact_url: str, models_url: str, name: str, version: str, report:
     """Copy an exported artifact (sha256-checked) into its version folder; returns its URL."""
     read_model(artifact_url)  # refuses an incomplete or tampered export before copying
     src, dst = artifact_url.rstrip("/"), f"{model_root(models_url, name)}/{version}"
-    fs, _ = fsspec.core.url_to_fs(src)
     try:
         for file in (MODEL_FILE, INT8_FILE):
-            _, path = fsspec.core.url_to_fs(f"{src}/{file}")
-            if fs.exists(path):
-                write_bytes_atomic(f"{dst}/{file}", fs.cat_file(path))
-        write_bytes_atomic(f"{dst}/{REPORT}", json.dumps(report, indent=2).encode())
-        _, meta = fsspec.core.url_to_fs(f"{src}/{METADATA_FILE}")
-        write_bytes_atomic(f"{dst}/{METADATA_FILE}", fs.cat_file(meta))
+            try:
+                data = read_bytes(f"{src}/{file}")
+            except FileNotFoundError:
+                continue  # the int8 graph exists only for a quantized export
+            write_bytes_atomic(f"{dst}/{file}", data)
+        write_json(f"{dst}/{REPORT}", report)
+        write_bytes_atomic(f"{dst}/{METADATA_FILE}", read_bytes(f"{src}/{METADATA_FILE}"))
         read_model(dst)
     except BaseException:
         remove(dst)
@@ -85,8 +77,7 @@ def remove(url: str) -> None:
 
 
 def set_champion(models_url: str, name: str, record: dict[str, Any]) -> None:
-    data = json.dumps(record, indent=2).encode()
-    write_bytes_atomic(f"{model_root(models_url, name)}/{CHAMPION}", data)
+    write_json(f"{model_root(models_url, name)}/{CHAMPION}", record)
 
 
 @dataclass(frozen=True)
@@ -111,3 +102,32 @@ def decide(candidate: dict, champion: dict | None, champion_error: str | None = 
     if new >= old:
         return Decision(True, f"test AUROC {new:.4f} >= champion's {old:.4f} on the same rows")
     return Decision(False, f"test AUROC {new:.4f} < champion's {old:.4f} on the same rows")
+
+
+def promote(
+    artifact_url: str, models_url: str, name: str, version: str, report: dict[str, Any]
+) -> tuple[Decision, str]:
+    """Decide on `report["metrics"]` (`candidate`, `champion`, `champion_error`), publish the
+    version either way (a kept candidate stays inspectable, with the decision in its
+    report.json), then move the champion pointer only on a promotion. The pointer moves
+    last, so a failure before it leaves the old champion serving. Returns the decision
+    and the published version's URL."""
+    metrics = report["metrics"]
+    decision = decide(metrics["candidate"], metrics["champion"], metrics["champion_error"])
+    report = {**report, "decision": {"promote": decision.promote, "reason": decision.reason}}
+    url = publish(artifact_url, models_url, name, version, report)
+    if decision.promote:
+        set_champion(
+            models_url,
+            name,
+            {
+                "name": name,
+                "version": version,
+                "url": url,
+                "test": metrics["candidate"],
+                "data_sha256": report["data"]["sha256"],
+                "test_url": report["data"]["test_url"],
+                "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+    return decision, url

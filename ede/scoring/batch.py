@@ -41,6 +41,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from ede.data.listing import arrow_fs, list_files, shown_path
 from ede.export.artifact import read_model, session
 from ede.scoring.inputs import Spec, check_schema, inspect
 from ede.scoring.pipeline import TMP_PREFIX, Job, Progress, run_jobs
@@ -75,40 +76,14 @@ class Summary:
         )
 
 
-# ----------------------------------------------------------------------------- storage
-
-
-def arrow_fs(url: str) -> tuple[pafs.FileSystem, str, fsspec.AbstractFileSystem]:
-    """(pyarrow filesystem, path in it, fsspec filesystem) for one URL."""
-    fs, path = fsspec.core.url_to_fs(url)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
-        return pafs.LocalFileSystem(), path, fs
-    if "s3" in protocols or "s3a" in protocols:
-        return pafs.FileSystem.from_uri(f"s3://{path.split('/', 1)[0]}")[0], path, fs
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path, fs
+# ----------------------------------------------------------------------------- inputs
 
 
 def list_inputs(url: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
-    """A file, a folder/prefix (recursive) or a glob -> [(path, URL shown)], sorted."""
-    afs, path, fs = arrow_fs(url)
-    fs.invalidate_cache()
-    if any(ch in path for ch in "*?["):
-        paths = fs.glob(path)
-    elif fs.isdir(path):
-        paths = fs.find(path)
-    elif fs.isfile(path):
-        if _format(path) is None:
-            raise ValueError(f"{shown_url(url)}: not a .parquet or .csv file")
-        paths = [path]
-    else:
-        raise FileNotFoundError(f"{shown_url(url)}: no such file, folder or prefix")
-    keep = sorted(
-        p for p in paths if _format(p) and not p.rsplit("/", 1)[-1].startswith(("_", "."))
-    )
-    if not keep:
-        raise ValueError(f"{shown_url(url)}: no .parquet or .csv files there")
-    return afs, [(p, shown_url(fs.unstrip_protocol(p))) for p in keep]
+    """The tables `url` names (`ede.data.listing`'s rule) -> [(path, URL shown)], sorted."""
+    afs, _, _ = arrow_fs(url)
+    fs, paths = list_files(url, tuple(FORMATS))
+    return afs, [(p, shown_path(fs, p)) for p in paths]
 
 
 def _format(path: str) -> str | None:

@@ -9,7 +9,7 @@ an older ede is judged exactly as it runs in production.
 from __future__ import annotations
 
 from ede.core.metrics import evaluate
-from ede.data.provenance import read_validation
+from ede.data.tables import read_labelled_rows
 from ede.export.artifact import read_model, session
 from ede.scoring.pipeline import infer
 
@@ -19,7 +19,7 @@ def evaluate_artifact(
 ) -> dict:
     """AUROC/AUPRC (NaN without labelled anomalies) and flag counts on a labelled table."""
     graph, meta = read_model(artifact_url)  # sha256 checked first
-    X, y = read_validation(
+    X, y = read_labelled_rows(
         table_url, list(meta["feature_names"]), tuple(meta["input_shape"]), label_column
     )
     score, flag = infer(session(graph, threads), X)

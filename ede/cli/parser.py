@@ -1,0 +1,221 @@
+"""The grammar of `ede`: every command and option, and nothing that runs.
+
+Options that several commands take come from `ede.cli.options`. Option names are the
+library's parameter names (`ede bench` passes them on as is), and each command's
+description is the docstring of the function that declares it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ede.cli.options import (
+    TORCH_THREADS,
+    comma_list,
+    command,
+    data_dir,
+    label_column,
+    ray_options,
+    report,
+    seed_and_threads,
+    threads,
+    urls,
+    validation_fraction,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ede",
+        description="ESAD semi-supervised anomaly detection: train, benchmark, score.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_train, _tune, _export, _score, _bench):
+        add(sub)
+    return parser
+
+
+def _train(sub) -> None:
+    """Fit ESAD in this process on a table (.parquet, .csv or .npz at any fsspec URL:
+    s3://, file://, a local path) and save it (weights + JSON) under --out.
+    """
+    p = command(sub, _train, help="fit ESAD on a table and save the model")
+    urls(p, data="table URL; label column optional", out="model folder URL (written atomically)")
+    label_column(p)
+    p.add_argument("--epochs", type=int, default=None, help="override the default epochs")
+    seed_and_threads(p)
+    validation_fraction(
+        p,
+        "share of rows held out (stratified) to calibrate the threshold and check the "
+        "export; saved as validation.parquet in the model folder (default 0.2)",
+    )
+    p.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.01,
+        help="false-positive rate among validation normals the threshold allows (default 0.01)",
+    )
+    ray_options(p)
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="with --workers: restarts of a crashed worker group, each resuming from the "
+        "latest checkpoint (default 0)",
+    )
+
+
+def _tune(sub) -> None:
+    """Search lambda_entropy, lambda_consistency (log-uniform) and eta, optionally lr and
+    latent size, on a Parquet table at any fsspec URL. Every trial trains a fixed epoch
+    budget; ASHA stops weak trials early; trials are ranked by validation AUROC at the
+    final epoch; the winner is refitted on all rows. Writes results.parquet/.csv (one
+    row per trial) under --storage/<experiment>/ and prints the best config and
+    checkpoint. RAY_ADDRESS joins a cluster, else Ray starts locally.
+    """
+    p = command(
+        sub,
+        _tune,
+        help="search the loss weights with Ray Tune (each trial a Ray Train run)",
+    )
+    urls(p, data="Parquet table URL; label column optional")
+    label_column(p)
+    p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
+    p.add_argument("--epochs", type=int, default=20, help="epoch budget per trial (20)")
+    p.add_argument("--searcher", default="asha", help="asha (random + ASHA) or optuna (TPE + ASHA)")
+    p.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA's first rung (default: epochs/2)"
+    )
+    p.add_argument("--tune-lr", action="store_true", help="also search the learning rate")
+    p.add_argument("--tune-latent", action="store_true", help="also search the latent size")
+    p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials")
+    p.add_argument("--no-refit", action="store_true", help="skip refitting the winner")
+    validation_fraction(p)
+    p.add_argument("--experiment", default=None, help="run name under --storage")
+    seed_and_threads(p)
+    ray_options(p, per_trial=True)
+
+
+def _export(sub) -> None:
+    """Export the model folder written by `ede train` to --out: model.onnx (input x: raw
+    rows, dynamic batch; outputs score and is_anomaly), metadata.json and, with
+    --quantize int8, model.int8.onnx. Checks onnxruntime-vs-torch parity (max relative
+    difference 1e-4) on the validation rows, else fails with nothing written. The
+    threshold is the one ede train calibrated, unless --target-fpr or --validation asks
+    for a new one.
+    """
+    p = command(
+        sub,
+        _export,
+        help="export a trained model to ONNX (scaling and threshold inside the graph)",
+    )
+    urls(
+        p, model="model folder URL (from ede train)", out="artifact folder URL (written atomically)"
+    )
+    p.add_argument("--quantize", choices=["int8"], default=None, help="add model.int8.onnx")
+    p.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        help="re-calibrate the threshold at this FPR among validation normals "
+        "(default: keep the threshold ede train calibrated)",
+    )
+    p.add_argument(
+        "--validation",
+        default=None,
+        help="validation table URL to re-calibrate on, at ede train's rate unless --target-fpr "
+        "(default: <model>/validation.parquet, threshold kept)",
+    )
+    threads(p)
+
+
+def _score(sub) -> None:
+    """Score a Parquet/CSV file, folder/prefix or glob (any fsspec URL, s3:// included)
+    with --model's model.onnx, streaming in record batches. Writes <output>/<input
+    stem>.parquet per input: pass-through columns (default: every column the model does
+    not use) plus score and is_anomaly, atomically. Existing outputs are skipped unless
+    --overwrite, so rerunning after a crash finishes the job.
+    """
+    p = command(sub, _score, help="score tables in object storage with an exported model")
+    urls(
+        p,
+        model="artifact folder URL (from ede export)",
+        input="file, folder/prefix or glob URL",
+        output="output folder/prefix URL",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=65536,
+        help="rows per record batch read and row group written (65536)",
+    )
+    threads(p, "onnxruntime threads (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="redo existing outputs")
+    p.add_argument(
+        "--id-columns", type=comma_list, default=None, help="comma list of columns to pass through"
+    )
+    p.add_argument("--int8", action="store_true", help="use model.int8.onnx")
+
+
+def _bench(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks, side by side in one process")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    for add in (_bench_odds, _bench_digits, _bench_score, _bench_train):
+        add(benches)
+
+
+def _bench_odds(sub) -> None:
+    """ESAD, its autoencoder ablation, DeepOD's DeepSAD, IsolationForest and a supervised
+    HistGradientBoosting on identical disjoint splits; prints a markdown table of AUROC
+    and writes every run to --json.
+    """
+    p = command(sub, _bench_odds, help="ESAD vs peers on ODDS tables (Deep SAD's protocol)")
+    data_dir(p)
+    p.add_argument("--datasets", type=comma_list, default=None, help="comma list (default: all 5)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--gamma-l", type=float, default=0.05, help="share of labelled anomalies")
+    p.add_argument("--gamma-p", type=float, default=0.0, help="pollution of unlabelled data")
+    p.add_argument("--methods", type=comma_list, default=None, help="comma list (default: all)")
+    report(p, "torch/BLAS threads (default 1)")
+
+
+def _bench_digits(sub) -> None:
+    """Each digit as the normal class, the others anomalies, a few labelled."""
+    p = command(
+        sub, _bench_digits, help="conv ESAD on scikit-learn's 8x8 digits, ten one-vs-rest tasks"
+    )
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--gamma-l", type=float, default=0.05)
+    report(p, TORCH_THREADS)
+
+
+def _bench_score(sub) -> None:
+    """Trains the default MLP briefly on a generated 21-feature table, exports it, and
+    measures rows/s at batch 4096 on 1 thread each, `ede score` from a local S3 server
+    (moto) against a plain pyarrow read, and peak RSS at 1x and 10x rows.
+    """
+    p = command(
+        sub,
+        _bench_score,
+        help="scoring throughput: torch vs onnxruntime fp32/int8 vs a NumPy roofline, "
+        "end to end from loopback S3, peak memory",
+    )
+    p.add_argument("--rows", type=int, default=2_000_000, help="table rows (2,000,000)")
+    report(p, "threads per engine (default 1)")
+
+
+def _bench_train(sub) -> None:
+    """On shuttle (or --dataset): per-epoch wall time after warm-up of the in-process
+    loop, TorchTrainer with 1 worker and with 2 workers (same global batch), as ratios
+    to the in-process loop; Ray start-up seconds; final validation AUROC.
+    """
+    p = command(
+        sub,
+        _bench_train,
+        help="epoch time: in-process loop vs Ray TorchTrainer with 1 and 2 workers",
+    )
+    data_dir(p)
+    p.add_argument("--dataset", default="shuttle")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per run (default 6)")
+    p.add_argument("--warmup", type=int, default=2, help="epochs left out of timing (2)")
+    report(p, "torch threads per process (1)")

@@ -1,0 +1,103 @@
+"""What a run shows the people who watch the scheduler: short markdown and tables.
+
+A reviewer deciding whether to trust this week's model wants the decision, the two
+models' test metrics side by side and where things went, without opening storage.
+Undefined metrics (no labelled anomaly in a split) read "n/a", never "nan", and
+table cells are plain JSON values, so any UI can show them. Torch-free, so the
+scoring job can use it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ede.storage import shown_url
+
+if TYPE_CHECKING:
+    from ede.distributed.tuning import SearchOutcome
+    from ede.scoring.batch import Summary
+
+
+def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any]) -> str:
+    """`summary` and `report` as `ede.pipeline.report` builds them."""
+    new, old = summary["test"], summary["champion_test"] or {}
+    data = report["data"]
+    lines = [
+        f"# ede retrain: {name} {summary['version']}",
+        "",
+        f"**Decision:** {'promoted' if summary['promoted'] else 'kept the champion'}: "
+        f"{summary['reason']}",
+        "",
+        "| | candidate | champion (before this run) |",
+        "|---|---|---|",
+        f"| test AUROC | {_fmt(new.get('auroc'))} | {_fmt(old.get('auroc'))} |",
+        f"| test AUPRC | {_fmt(new.get('auprc'))} | {_fmt(old.get('auprc'))} |",
+        f"| flagged / rows | {new['flagged']} / {new['rows']} | "
+        f"{_fmt(old.get('flagged'))} / {_fmt(old.get('rows'))} |",
+        "",
+        f"- data: `{data['source']}`, sha256 `{summary['data_sha256'][:16]}`, "
+        f"rows {data['rows']}, labelled {data['labelled']}",
+        f"- best config: {summary['best_params'] or 'defaults (no search)'}",
+        f"- model: `{shown_url(summary['model_url'])}`",
+        f"- champion now: `{shown_url(summary['champion_url'] or 'none')}`",
+        f"- wall time: {summary['seconds']:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def tuning_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
+    """One row per trial, without the per-epoch curves."""
+    rows = outcome.table.drop(columns=["val_auroc_by_epoch"]).to_dict(orient="records")
+    return [{k: _cell(v) for k, v in row.items()} for row in rows]
+
+
+def score_markdown(
+    name: str, model_url: str, input_url: str, output_url: str, summary: Summary
+) -> str:
+    return "\n".join(
+        [
+            f"# ede score: {name}",
+            "",
+            f"- model: `{shown_url(model_url)}`",
+            f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
+            f"- {summary.line()}",
+        ]
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def prepared_line(prepared) -> str:
+    """The ingest step in one log line."""
+    rows = prepared.rows
+    return (
+        f"data {prepared.source}: {sum(rows.values())} rows (fit {rows['fit']}, validation "
+        f"{rows['validation']}, test {rows['test']}; labelled {prepared.labelled}), sha256 "
+        f"{prepared.data_sha256[:12]}, {'reused' if prepared.reused else 'wrote'} "
+        f"{shown_url(prepared.root)}"
+    )
+
+
+def search_line(outcome) -> str:
+    return (
+        f"search: {len(outcome.table)} trials in {outcome.wall_s:.0f} s; best "
+        f"{outcome.best_params}, validation AUROC {outcome.best_val_auroc:.4f}"
+    )
+
+
+def model_line(trained, target_fpr: float) -> str:
+    return (
+        f"model: validation AUROC {trained.final_val_auroc:.4f}; threshold "
+        f"{trained.calibration.threshold:.4g} at target FPR {target_fpr:g}"
+    )

@@ -1,0 +1,79 @@
+"""What a retraining run records: the report stored with the model, and the run's summary.
+
+The report (`report.json` beside the published model) answers, for whoever finds
+a model later, which data, config and metrics made it and which champion it faced;
+the summary is the short answer a scheduler or a caller acts on. Both are plain
+JSON-ready dicts built from the steps' results, so nothing needs the run to replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ede.data.ingest import PreparedSplits
+from ede.distributed.tuning import SearchOutcome
+from ede.export.registry import Decision
+from ede.pipeline.layout import RunLayout
+from ede.pipeline.training import best_params
+
+
+def run_report(
+    layout: RunLayout,
+    prepared: PreparedSplits,
+    outcome: SearchOutcome | None,
+    metrics: dict[str, Any],
+    export_meta: dict[str, Any],
+    champion: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """`metrics` from `compare_on_test`; `champion` the pointer as it was before this run."""
+    return {
+        "version": layout.version,
+        "data": {
+            "source": prepared.source,
+            "sha256": prepared.data_sha256,
+            "prepared": prepared.root,
+            "test_url": prepared.test_url,
+            "rows": prepared.rows,
+            "labelled": prepared.labelled,
+        },
+        "best_params": best_params(outcome),
+        "search": None if outcome is None else search_summary(outcome),
+        "metrics": metrics,
+        "threshold": export_meta["threshold"],
+        "previous_champion": champion,
+        "run_url": layout.run_url,
+    }
+
+
+def search_summary(outcome: SearchOutcome) -> dict[str, Any]:
+    return {
+        "trials": len(outcome.table),
+        "best_trial": outcome.best_trial,
+        "best_val_auroc": outcome.best_val_auroc,
+        "results": f"{outcome.table_url}.parquet",
+        "seconds": outcome.wall_s,
+    }
+
+
+def run_summary(
+    report: dict[str, Any],
+    decision: Decision,
+    model_url: str,
+    current: dict[str, Any] | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """`model_url` where this run's model was published; `current` the champion pointer now."""
+    metrics = report["metrics"]
+    return {
+        "version": report["version"],
+        "model_url": model_url,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "test": metrics["candidate"],
+        "champion_test": metrics["champion"],
+        "champion_url": current["url"] if current else None,
+        "champion_version": current["version"] if current else None,
+        "data_sha256": report["data"]["sha256"],
+        "best_params": report["best_params"],
+        "seconds": seconds,
+    }
