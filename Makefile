@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo bench-odds bench-digits clean
+.PHONY: install test lint demo bench-odds bench-pipeline-odds bench-digits clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ demo: $(STAMP)
 bench-odds: $(STAMP)
 	$(VENV)/bin/ede bench odds --data-dir ../shared/data/odds --seeds 10 --gamma-l 0.05 --json bench-odds-0.05.json
 	$(VENV)/bin/ede bench odds --data-dir ../shared/data/odds --seeds 10 --gamma-l 0.01 --json bench-odds-0.01.json
+
+# The production path on the same splits: the retraining flow with its defaults, beside
+# ESAD's in-process defaults and the peers (benchmarks/pipeline_odds.py; needs ../shared/data/odds).
+bench-pipeline-odds: $(STAMP)
+	$(PY) benchmarks/pipeline_odds.py --data-dir ../shared/data/odds --seeds 5 --gamma-l 0.05 --json bench-pipeline-odds-0.05.json
+	$(PY) benchmarks/pipeline_odds.py --data-dir ../shared/data/odds --seeds 5 --gamma-l 0.01 --json bench-pipeline-odds-0.01.json
 
 bench-digits: $(STAMP)
 	$(VENV)/bin/ede bench digits --json bench-digits.json

@@ -63,7 +63,7 @@ def main(root: Path = DEMO_ROOT) -> dict:
 
     storage = (root / "storage").resolve()
     train_url, batch_url = write_demo_data(storage)
-    out = retrain(data_url=train_url, storage_url=str(storage), trials=2, epochs=40, batch_size=32)
+    out = retrain(data_url=train_url, storage_url=str(storage))  # the flow's own defaults
     scored = score(
         input_url=batch_url,
         output_url=str(storage / "scores"),

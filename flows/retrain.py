@@ -54,8 +54,8 @@ def retrain(
     name: ModelName = "ede",
     label_column: str = "label",
     trials: Annotated[int, Field(ge=0, le=1000)] = 4,
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 20,
-    batch_size: PositiveInt = 256,
+    epochs: Annotated[int, Field(ge=1, le=10_000)] | None = None,
+    batch_size: PositiveInt | None = None,
     workers: PositiveInt = 1,
     use_gpu: bool = False,
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0,
@@ -67,7 +67,8 @@ def retrain(
     seed: int = 0,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
-    good as the champion on the same test rows. `trials=0` skips the search (defaults)."""
+    good as the champion on the same test rows. `trials=0` skips the search (defaults).
+    `epochs` and `batch_size` default to ESAD's validated budget (for quick runs only)."""
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
@@ -82,7 +83,7 @@ def retrain(
         base = settings.base_estimator(seed=seed, batch_size=batch_size, epochs=epochs)
         outcome = None
         if trials:
-            spec = settings.search_spec(trials=trials, epochs=epochs, seed=seed)
+            spec = settings.search_spec(trials=trials, seed=seed)
             outcome = search_weights(prepared, layout, base, spec, scaling)
             log.info(search_line(outcome))
         trained = train(prepared, layout, base, scaling, target_fpr, outcome)

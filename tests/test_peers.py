@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from ede.bench.peers import (
     PEERS,
+    fit_score_catboost_supervised,
     fit_score_deepsad_deepod,
     fit_score_hgb_supervised,
     fit_score_iforest,
@@ -40,10 +41,11 @@ def _one_thread():
 
 
 def test_registry_keys():
-    assert set(PEERS) == {"deepsad_deepod", "iforest", "hgb_supervised"}
+    assert set(PEERS) == {"deepsad_deepod", "iforest", "hgb_supervised", "catboost_supervised"}
     assert PEERS["iforest"] is fit_score_iforest
     assert PEERS["hgb_supervised"] is fit_score_hgb_supervised
     assert PEERS["deepsad_deepod"] is fit_score_deepsad_deepod
+    assert PEERS["catboost_supervised"] is fit_score_catboost_supervised
 
 
 @pytest.mark.parametrize("name", ["iforest", "hgb_supervised"])
@@ -55,10 +57,26 @@ def test_sklearn_peers(name):
     assert roc_auc_score(y_test, scores) > 0.8
 
 
-def test_hgb_needs_labelled_anomalies():
+@pytest.mark.parametrize("name", ["hgb_supervised", "catboost_supervised"])
+def test_classifier_peers_need_both_classes(name):
+    if name == "catboost_supervised":
+        pytest.importorskip("catboost")
     X_train, y_train, X_test, _ = _data()
     with pytest.raises(ValueError, match="labelled anomaly"):
-        fit_score_hgb_supervised(X_train, np.zeros_like(y_train), X_test, seed=0)
+        PEERS[name](X_train, np.zeros_like(y_train), X_test, seed=0)
+    with pytest.raises(ValueError, match="unlabelled rows"):
+        PEERS[name](X_train, np.ones_like(y_train), X_test, seed=0)
+
+
+def test_catboost_supervised(tmp_path, monkeypatch):
+    pytest.importorskip("catboost")
+    monkeypatch.chdir(tmp_path)  # where CatBoost would put catboost_info/
+    X_train, y_train, X_test, y_test = _data()
+    scores = fit_score_catboost_supervised(X_train, y_train, X_test, seed=0)
+    assert scores.shape == (X_test.shape[0],)
+    assert np.isfinite(scores).all()
+    assert roc_auc_score(y_test, scores) > 0.8
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_deepsad_deepod():

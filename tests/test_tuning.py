@@ -1,4 +1,5 @@
-"""Ray Tune search on a real local Ray: 4 ASHA trials, results table on S3, refit winner."""
+"""Ray Tune search on a real local Ray: trials inside their Tune trials, the defaults
+among them, the results table on S3, the winner refitted."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ pytest.importorskip("ray")
 import s3fs  # noqa: E402
 
 from ede.core.estimator import ESAD  # noqa: E402
-from ede.distributed import (
-    cluster,  # noqa: E402
-    tuning,  # noqa: E402
-)
+from ede.distributed import cluster, tuning  # noqa: E402
+from ede.distributed.tuning_results import mark_best  # noqa: E402
 
 
-def test_four_trial_asha_search_saves_table_and_returns_its_best_row(
+def test_search_runs_the_defaults_saves_its_table_and_returns_its_best_row(
     ray_cluster, s3_bucket, write_anomaly_table
 ):
     url = write_anomaly_table(f"{s3_bucket}/data/t.parquet", shift=0.6)  # AUROCs that differ
     storage = cluster.storage_path(f"{s3_bucket}/tune")
-    spec = tuning.SearchSpec(trials=4, epochs=3, grace_period=1, max_concurrent=2, seed=1)
+    spec = tuning.SearchSpec(
+        trials=4, epochs=3, searcher="asha", grace_period=1, max_concurrent=2, seed=1
+    )
     out = tuning.search(
         ESAD(seed=0, batch_size=128),
         url,
@@ -35,15 +36,35 @@ def test_four_trial_asha_search_saves_table_and_returns_its_best_row(
     saved = pd.read_parquet(f"{out.table_url}.parquet")
     assert len(saved) == 4 and set(saved["status"]) <= {"completed", "stopped"}
     assert len(pd.read_csv(f"{out.table_url}.csv")) == 4
+    defaults = saved[saved["defaults"]]
+    assert len(defaults) == 1
+    assert (
+        defaults[["lambda_entropy", "lambda_consistency", "eta"]].values == [0.1, 0.1, 1.0]
+    ).all()
     done = saved[saved["status"] == "completed"]
     best = done.loc[done["final_val_auroc"].idxmax()]
-    assert out.best_trial == best["trial_id"] and bool(best["best"])
-    assert out.best_params == {k: best[k] for k in ("lambda_entropy", "lambda_consistency", "eta")}
     assert out.best_val_auroc == best["final_val_auroc"]
+    assert bool(saved.loc[saved["trial_id"] == out.best_trial, "best"].iloc[0])
+    if out.best_params != {"lambda_entropy": 0.1, "lambda_consistency": 0.1, "eta": 1.0}:
+        assert out.best_val_auroc > out.defaults_val_auroc  # a trial must beat the defaults
     for _, row in saved.iterrows():
-        history = json.loads(row["val_auroc_by_epoch"])
-        assert len(history) == row["epochs_done"] and history[-1] == row["final_val_auroc"]
+        history = json.loads(row["val_auroc_by_report"])
+        assert history[-1] == row["final_val_auroc"] and len(history) == row["epochs_done"]
     assert (done["epochs_done"] == spec.epochs).all()
     # The winner refitted on every row, its checkpoint on S3.
     assert out.refit is not None and out.refit.history_[-1]["epoch"] == spec.epochs - 1
     assert s3fs.S3FileSystem().exists(f"{out.checkpoint}/state.pt")
+
+
+def test_the_defaults_win_unless_beaten():
+    table = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "defaults": [False, True, False, False],
+            "status": ["completed", "completed", "stopped", "completed"],
+            "final_val_auroc": [0.95, 0.95, 0.99, 0.90],
+        }
+    )
+    assert mark_best(table.copy())["best"].tolist() == [False, True, False, False]
+    table.loc[0, "final_val_auroc"] = 0.96
+    assert mark_best(table.copy())["best"].tolist() == [True, False, False, False]

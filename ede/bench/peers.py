@@ -8,7 +8,7 @@ Every peer is ``fit_score_<name>(X_train, y_train, X_test, *, seed) -> scores`` 
 * the return value is ``(m,)`` float64 test scores, higher = more anomalous.
 
 All peers receive exactly the same training data. ``PEERS`` maps a name to its function.
-DeepOD is imported lazily so that ``ede`` works without it.
+DeepOD and CatBoost are imported lazily so that ``ede`` works without them.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from ede.core.checks import check_y
 
 __all__ = [
     "PEERS",
+    "fit_score_catboost_supervised",
     "fit_score_deepsad_deepod",
     "fit_score_hgb_supervised",
     "fit_score_iforest",
 ]
 
 _DEEPOD_MISSING = "deepsad_deepod needs the 'deepod' package: pip install --no-deps deepod==0.4.1"
+_CATBOOST_MISSING = "catboost_supervised needs the 'catboost' package: pip install 'catboost>=1.2'"
 
 
 def _check_inputs(
@@ -51,6 +53,13 @@ def _require_known_anomalies(y_train: np.ndarray, peer: str) -> None:
         raise ValueError(
             f"{peer} needs at least one labelled anomaly (y_train == 1), but y_train has none"
         )
+
+
+def _require_both_classes(y_train: np.ndarray, peer: str) -> None:
+    """A classifier of known anomalies vs the rest needs rows of each kind."""
+    _require_known_anomalies(y_train, peer)
+    if (y_train == 1).all():
+        raise ValueError(f"{peer} needs unlabelled rows (y_train == 0), but y_train has none")
 
 
 def fit_score_deepsad_deepod(
@@ -107,13 +116,34 @@ def fit_score_hgb_supervised(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     X_train, y_train, X_test = _check_inputs(X_train, y_train, X_test)
-    _require_known_anomalies(y_train, "hgb_supervised")
-    if (y_train == 1).all():
-        raise ValueError(
-            "hgb_supervised needs unlabelled rows (y_train == 0), but y_train has none"
-        )
+    _require_both_classes(y_train, "hgb_supervised")
     model = HistGradientBoostingClassifier(random_state=seed).fit(X_train, y_train)
     pos = int(np.flatnonzero(model.classes_ == 1)[0])
+    return np.asarray(model.predict_proba(X_test)[:, pos], dtype=np.float64)
+
+
+def fit_score_catboost_supervised(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, *, seed: int
+) -> np.ndarray:
+    """CatBoost (shipped defaults): known anomalies vs the rest, like ``hgb_supervised``.
+
+    ADBench's strongest label-using method, so the bar a semi-supervised detector must
+    clear to be worth its labels. One thread, because the benchmark runs every method on
+    one core; ``allow_writing_files=False`` keeps CatBoost from leaving ``catboost_info/``
+    in the working directory.
+    """
+    try:
+        from catboost import CatBoostClassifier
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(_CATBOOST_MISSING) from exc
+
+    X_train, y_train, X_test = _check_inputs(X_train, y_train, X_test)
+    _require_both_classes(y_train, "catboost_supervised")
+    model = CatBoostClassifier(
+        random_seed=seed, thread_count=1, verbose=False, allow_writing_files=False
+    )
+    model.fit(X_train, y_train)
+    pos = int(np.flatnonzero(np.asarray(model.classes_) == 1)[0])
     return np.asarray(model.predict_proba(X_test)[:, pos], dtype=np.float64)
 
 
@@ -121,4 +151,5 @@ PEERS: dict[str, Callable[..., np.ndarray]] = {
     "deepsad_deepod": fit_score_deepsad_deepod,
     "iforest": fit_score_iforest,
     "hgb_supervised": fit_score_hgb_supervised,
+    "catboost_supervised": fit_score_catboost_supervised,
 }

@@ -67,24 +67,32 @@ def _train(sub) -> None:
 
 def _tune(sub) -> None:
     """Search lambda_entropy, lambda_consistency (log-uniform) and eta, optionally lr and
-    latent size, on a Parquet table at any fsspec URL. Every trial trains a fixed epoch
-    budget; ASHA stops weak trials early; trials are ranked by validation AUROC at the
-    final epoch; the winner is refitted on all rows. Writes results.parquet/.csv (one
+    latent size, on a Parquet table at any fsspec URL. Every trial trains ESAD's own
+    budget (or --epochs), the defaults first; trials are ranked by validation AUROC
+    after their last epoch and the defaults win unless a trial beats them; the winner
+    is refitted on all rows. One-worker trials train inside their Tune trial; with
+    --workers-per-trial N each trial runs Ray Train. Writes results.parquet/.csv (one
     row per trial) under --storage/<experiment>/ and prints the best config and
     checkpoint. RAY_ADDRESS joins a cluster, else Ray starts locally.
     """
     p = command(
         sub,
         _tune,
-        help="search the loss weights with Ray Tune (each trial a Ray Train run)",
+        help="search the loss weights with Ray Tune",
     )
     urls(p, data="Parquet table URL; label column optional")
     label_column(p)
     p.add_argument("--trials", type=int, default=8, help="number of trials (default 8)")
-    p.add_argument("--epochs", type=int, default=20, help="epoch budget per trial (20)")
-    p.add_argument("--searcher", default="asha", help="asha (random + ASHA) or optuna (TPE + ASHA)")
     p.add_argument(
-        "--grace-period", type=int, default=None, help="ASHA's first rung (default: epochs/2)"
+        "--epochs", type=int, default=None, help="exact epochs per trial (default: ESAD's budget)"
+    )
+    p.add_argument(
+        "--searcher",
+        default="random",
+        help="random (every trial trains its budget), asha (random + ASHA) or optuna (TPE + ASHA)",
+    )
+    p.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA's first rung in reports (half)"
     )
     p.add_argument("--tune-lr", action="store_true", help="also search the learning rate")
     p.add_argument("--tune-latent", action="store_true", help="also search the latent size")

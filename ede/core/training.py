@@ -79,7 +79,8 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
     (rank, world_size) -> (X, y) of this worker's already-scaled shard), optional
     "validation" ((X_val, y_val), scored whole on every rank, so each rank reports
     the same global metric), optional "steps_per_epoch" (equal on all ranks: DDP
-    needs every rank to step equally often).
+    needs every rank to step equally often), optional "report_every" (report, with
+    validation metrics and a checkpoint, every k epochs and after the last; default 1).
     """
     rt = runtime or LocalRuntime()
     net_cfg = NetConfig(**config["net"])
@@ -114,6 +115,7 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
     )
 
     n_epochs = planned_epochs(cfg, steps)
+    every = max(1, int(config.get("report_every", 1)))
     for epoch in range(start_epoch, n_epochs):
         wrapped.train()
         sums = torch.zeros(4)
@@ -124,6 +126,8 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             terms.total.backward()
             optimizer.step()
             sums += torch.stack([t.detach().cpu() for t in terms])
+        if (epoch + 1) % every and epoch != n_epochs - 1:
+            continue  # not a report epoch: no validation pass, no checkpoint
         means = (sums / steps).tolist()
         metrics = {"epoch": epoch, **dict(zip(_TERM_NAMES, means, strict=True))}
         if "validation" in config:

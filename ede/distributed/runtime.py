@@ -7,6 +7,11 @@ a state to resume from and a place to report. Here those map onto Ray Train:
 `report` is a barrier that every rank calls once per epoch while only rank 0
 attaches a checkpoint (Ray merges checkpoint folders from all ranks; one writer
 keeps it one copy).
+
+`TuneRuntime` is the same contract for a trial that needs one worker: the loop
+runs in the trial's own actor (Ray's guide for Train V2 inside Tune), reporting
+and checkpointing through `ray.tune`, with no worker group, placement group or
+controller to start, which cost tens of seconds per trial for a second of work.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 from torch import nn
 
@@ -61,6 +67,39 @@ class RayRuntime:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+class TuneRuntime:
+    """One process in a Tune trial: the model on `device`, reports and checkpoints to Tune."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: torch.device, extra: dict[str, Any] | None = None):
+        self.device = device
+        self.extra = extra or {}
+        self.history: list[dict[str, float]] = []
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def restore(self) -> dict[str, Any] | None:
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        state, meta = load_checkpoint(checkpoint)
+        self.history = list(meta.get("history", []))
+        return state
+
+    def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
+        metrics = {**metrics, "timestamp": time.time(), "world_size": 1}
+        self.history.append(metrics)
+        if state is None:
+            ray.tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint_dir(Path(tmp), state(), {**self.extra, "history": self.history})
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+
+
 def write_checkpoint_dir(folder: Path, state: dict[str, Any], extra: dict[str, Any]) -> None:
     """Tensors in state.pt (model, optimizer, epoch), everything else as JSON: no pickled code."""
     tensors = {k: state[k] for k in ("model", "optimizer", "epoch")}
@@ -72,7 +111,7 @@ def write_checkpoint_dir(folder: Path, state: dict[str, Any], extra: dict[str, A
     (folder / META_FILE).write_text(json.dumps(meta, default=_json_default))
 
 
-def load_checkpoint(checkpoint: ray.train.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state for `train_loop`, meta) from a checkpoint on any storage Ray supports."""
     with checkpoint.as_directory() as folder:
         raw = (Path(folder) / STATE_FILE).read_bytes()

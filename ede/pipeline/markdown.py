@@ -48,7 +48,7 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
 
 def tuning_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
     """One row per trial, without the per-epoch curves."""
-    rows = outcome.table.drop(columns=["val_auroc_by_epoch"]).to_dict(orient="records")
+    rows = outcome.table.drop(columns=["val_auroc_by_report"]).to_dict(orient="records")
     return [{k: _cell(v) for k, v in row.items()} for row in rows]
 
 

@@ -23,7 +23,8 @@ from ede.distributed.model_folder import (
     model_folder_from_checkpoint,
     train_model_folder,
 )
-from ede.distributed.tuning import SearchOutcome, SearchSpec, search, trial_checkpoint
+from ede.distributed.tuning import SearchOutcome, SearchSpec, search
+from ede.distributed.tuning_results import trial_checkpoint
 from ede.pipeline.layout import RunLayout
 
 

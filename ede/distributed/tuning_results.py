@@ -1,0 +1,86 @@
+"""A search's results as a table, and the rule that picks its winner.
+
+Validation splits hold a handful of labelled anomalies, so the best of many epochs
+or configs on them overfits (a prototype's config that led validation by 7 points
+trailed on test). The rule is therefore narrow: only trials that trained the whole
+budget can win, each is judged by its validation AUROC after its last epoch (never
+its best epoch, nor the weighted loss, which is not comparable across weights), and
+the defaults, always one of the trials, are replaced only by a trial that beats
+them: the model a search ships is never worse on validation than the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray.train
+
+METRIC = "val_auroc"
+
+
+def results_table(grid, reports: int, space: list[str], defaults: dict[str, Any]) -> pd.DataFrame:
+    """One row per trial: config, whether it is the defaults, validation AUROC per report,
+    final AUROC, epochs trained, wall time, status, checkpoint, error."""
+    rows = []
+    for i in range(len(grid)):
+        r = grid[i]
+        frame = r.metrics_dataframe
+        history = [] if frame is None or METRIC not in frame else frame[METRIC].tolist()
+        epochs = [] if frame is None or "epoch" not in frame else frame["epoch"].tolist()
+        metrics = r.metrics or {}
+        status = "error" if r.error else ("completed" if len(history) >= reports else "stopped")
+        checkpoint = r.checkpoint.path if r.checkpoint else metrics.get("checkpoint_path", "")
+        rows.append(
+            {
+                "trial_id": metrics.get("trial_id", r.path.rsplit("/", 1)[-1]),
+                **{k: r.config.get(k) for k in space},
+                "defaults": all(r.config.get(k) == v for k, v in defaults.items()),
+                "status": status,
+                "epochs_done": int(epochs[-1]) + 1 if epochs else 0,
+                "final_val_auroc": history[-1] if history else math.nan,
+                "final_val_auprc": metrics.get("val_auprc", math.nan),
+                "val_auroc_by_report": json.dumps([_finite(v) for v in history]),
+                "wall_s": metrics.get("time_total_s", math.nan),
+                "checkpoint": checkpoint or "",
+                "error": "" if not r.error else str(r.error).splitlines()[0][:300],
+            }
+        )
+    return mark_best(pd.DataFrame(rows))
+
+
+def mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    """The `best` column: the completed trial with the highest final validation AUROC,
+    the defaults' trial where no other completed trial beats it."""
+    table["best"] = False
+    eligible = table[(table["status"] == "completed") & table["final_val_auroc"].notna()]
+    if len(eligible):
+        top = eligible["final_val_auroc"].max()
+        winners = eligible[eligible["final_val_auroc"] == top]
+        defaults = winners[winners["defaults"]]
+        table.loc[(defaults if len(defaults) else winners).index[0], "best"] = True
+    return table
+
+
+def best_row(table: pd.DataFrame) -> pd.Series:
+    if not table["best"].any():
+        errors = "; ".join(e for e in table["error"] if e)[:300]
+        raise RuntimeError(f"no trial completed its budget{': ' + errors if errors else ''}")
+    return table.loc[table["best"]].iloc[0]
+
+
+def trial_checkpoint(path: str, storage: str) -> ray.train.Checkpoint:
+    """A checkpoint the results table names (a path on `storage`'s filesystem), loadable."""
+    import pyarrow.fs as pafs
+
+    if not path:
+        raise ValueError("the trial reported no checkpoint")
+    fs = pafs.FileSystem.from_uri(storage)[0] if "://" in storage else pafs.LocalFileSystem()
+    return ray.train.Checkpoint(path=path, filesystem=fs)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
