@@ -73,10 +73,20 @@ class TuneRuntime:
     rank = 0
     world_size = 1
 
-    def __init__(self, device: torch.device, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        extra: dict[str, Any] | None = None,
+        *,
+        last_epoch: int,
+        checkpoint_every: int = 5,
+    ):
         self.device = device
         self.extra = extra or {}
         self.history: list[dict[str, float]] = []
+        # Every report checkpointed would force a Tune experiment snapshot each time;
+        # every k-th report and the last one bound the redo after a crash to k reports.
+        self.last_epoch, self.checkpoint_every = last_epoch, checkpoint_every
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device)
@@ -92,7 +102,8 @@ class TuneRuntime:
     def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
         metrics = {**metrics, "timestamp": time.time(), "world_size": 1}
         self.history.append(metrics)
-        if state is None:
+        due = len(self.history) % self.checkpoint_every == 0 or metrics["epoch"] == self.last_epoch
+        if state is None or not due:
             ray.tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:

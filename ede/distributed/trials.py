@@ -19,7 +19,7 @@ import torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ede.core.training import train_loop
+from ede.core.training import TrainConfig, planned_epochs, train_loop
 from ede.distributed.cluster import Scaling
 from ede.distributed.runtime import TuneRuntime
 from ede.distributed.trainer import RunSpec, make_trainer
@@ -43,7 +43,9 @@ def run_trial(params: dict, *, base: dict, scaling: Scaling, storage: str, exper
     if scaling.workers == 1:
         torch.set_num_threads(max(1, int(scaling.cpus_per_worker)))
         device = torch.device("cuda" if scaling.use_gpu else "cpu")
-        train_loop(config, TuneRuntime(device, config.get("extra")))
+        steps = config["steps_per_epoch"]
+        last = planned_epochs(TrainConfig(**config["train"]), steps) - 1
+        train_loop(config, TuneRuntime(device, config.get("extra"), last_epoch=last))
         return
     trial_id = tune.get_context().get_trial_id()
     run = RunSpec(storage, name=f"{experiment}-{trial_id}", keep_checkpoints=1)
