@@ -14,7 +14,7 @@ import s3fs  # noqa: E402
 
 from ede.core.estimator import ESAD  # noqa: E402
 from ede.distributed import cluster, tuning  # noqa: E402
-from ede.distributed.tuning_results import mark_best  # noqa: E402
+from ede.distributed.tuning_results import auroc_standard_error, mark_best  # noqa: E402
 
 
 def test_search_runs_the_defaults_saves_its_table_and_returns_its_best_row(
@@ -42,11 +42,12 @@ def test_search_runs_the_defaults_saves_its_table_and_returns_its_best_row(
         defaults[["lambda_entropy", "lambda_consistency", "eta"]].values == [0.1, 0.1, 1.0]
     ).all()
     done = saved[saved["status"] == "completed"]
-    best = done.loc[done["final_val_auroc"].idxmax()]
-    assert out.best_val_auroc == best["final_val_auroc"]
+    assert out.best_val_auroc <= done["final_val_auroc"].max()
     assert bool(saved.loc[saved["trial_id"] == out.best_trial, "best"].iloc[0])
     if out.best_params != {"lambda_entropy": 0.1, "lambda_consistency": 0.1, "eta": 1.0}:
         assert out.best_val_auroc > out.defaults_val_auroc  # a trial must beat the defaults
+    else:
+        assert out.best_val_auroc == out.defaults_val_auroc
     for _, row in saved.iterrows():
         history = json.loads(row["val_auroc_by_report"])
         assert history[-1] == row["final_val_auroc"] and len(history) == row["epochs_done"]
@@ -56,7 +57,7 @@ def test_search_runs_the_defaults_saves_its_table_and_returns_its_best_row(
     assert s3fs.S3FileSystem().exists(f"{out.checkpoint}/state.pt")
 
 
-def test_the_defaults_win_unless_beaten():
+def test_the_defaults_win_unless_clearly_beaten():
     table = pd.DataFrame(
         {
             "trial_id": ["a", "b", "c", "d"],
@@ -65,6 +66,11 @@ def test_the_defaults_win_unless_beaten():
             "final_val_auroc": [0.95, 0.95, 0.99, 0.90],
         }
     )
-    assert mark_best(table.copy())["best"].tolist() == [False, True, False, False]
-    table.loc[0, "final_val_auroc"] = 0.96
-    assert mark_best(table.copy())["best"].tolist() == [True, False, False, False]
+    se = auroc_standard_error(0.95, 10, 300)
+    assert 0.01 < se < 0.05  # ten validation anomalies: a wide error
+    assert mark_best(table.copy(), 10, 300)["best"].tolist() == [False, True, False, False]
+    table.loc[0, "final_val_auroc"] = 0.95 + se / 2  # ahead, within the error: noise
+    assert mark_best(table.copy(), 10, 300)["best"].tolist() == [False, True, False, False]
+    table.loc[0, "final_val_auroc"] = 0.95 + 2 * se
+    assert mark_best(table.copy(), 10, 300)["best"].tolist() == [True, False, False, False]
+    assert auroc_standard_error(1.0, 10, 300) == 0.0

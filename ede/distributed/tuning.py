@@ -145,7 +145,8 @@ def search(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    table = results_table(tuner.fit(), reports, list(space), defaults)
+    counts = (int((data.y_val == 1).sum()), int((data.y_val == 0).sum()))
+    table = results_table(tuner.fit(), reports, list(space), defaults, counts)
     table_url = f"{storage.rstrip('/')}/{experiment}/results"
     write_table(table, f"{table_url}.parquet")
     write_bytes_atomic(f"{table_url}.csv", table.to_csv(index=False).encode())
