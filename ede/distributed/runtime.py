@@ -48,12 +48,7 @@ class RayRuntime:
         return ray.train.torch.prepare_model(model)
 
     def restore(self) -> dict[str, Any] | None:
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        state, meta = load_checkpoint(checkpoint)
-        self.history = list(meta.get("history", []))
-        return state
+        return _resume(self, ray.train.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
         # A wall-clock stamp per epoch: the driver derives epoch times from it.
@@ -92,12 +87,7 @@ class TuneRuntime:
         return model.to(self.device)
 
     def restore(self) -> dict[str, Any] | None:
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        state, meta = load_checkpoint(checkpoint)
-        self.history = list(meta.get("history", []))
-        return state
+        return _resume(self, ray.tune.get_checkpoint())
 
     def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
         metrics = {**metrics, "timestamp": time.time(), "world_size": 1}
@@ -109,6 +99,15 @@ class TuneRuntime:
         with tempfile.TemporaryDirectory() as tmp:
             write_checkpoint_dir(Path(tmp), state(), {**self.extra, "history": self.history})
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+
+
+def _resume(runtime, checkpoint) -> dict[str, Any] | None:
+    """The state to resume from (None: a fresh start); the reports so far carry on."""
+    if checkpoint is None:
+        return None
+    state, meta = load_checkpoint(checkpoint)
+    runtime.history = list(meta.get("history", []))
+    return state
 
 
 def write_checkpoint_dir(folder: Path, state: dict[str, Any], extra: dict[str, Any]) -> None:
