@@ -70,6 +70,9 @@ def read_json(url: str, *, missing_ok: bool = False) -> Any:
         raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
 
 
-def exists(url: str) -> bool:
+def remove(url: str, *, recursive: bool = False) -> None:
+    """Delete the object (or, `recursive`, the prefix) at `url` if there is one."""
     fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(path)
+    fs.invalidate_cache()
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)

@@ -23,7 +23,7 @@ from ede.distributed.trainer import (
     fit_distributed,
     prepare_data,
 )
-from ede.export.calibration import Calibration
+from ede.export.calibration import DEFAULT_TARGET_FPR, Calibration
 from ede.export.model_folder import check_target_fpr, write_model_folder
 from ede.storage import shown_url
 
@@ -49,7 +49,7 @@ def train_model_folder(
     run: RunSpec,
     *,
     label_column: str = "label",
-    target_fpr: float = 0.01,
+    target_fpr: float = DEFAULT_TARGET_FPR,
     record: dict[str, Any] | None = None,
 ) -> TrainedFolder:
     """Fit `det`'s configuration on Ray Train and save it with its validation rows under `out`.
@@ -71,7 +71,7 @@ def train_table_folder(
     *,
     label_column: str = "label",
     validation_fraction: float = 0.2,
-    target_fpr: float = 0.01,
+    target_fpr: float = DEFAULT_TARGET_FPR,
     max_failures: int = 0,
 ) -> TrainedFolder:
     """`ede train --workers N`: from a Parquet table, which Ray Train reads shard by shard,
@@ -111,7 +111,7 @@ def model_folder_from_checkpoint(
     out: str,
     *,
     label_column: str = "label",
-    target_fpr: float = 0.01,
+    target_fpr: float = DEFAULT_TARGET_FPR,
     record: dict[str, Any] | None = None,
 ) -> TrainedFolder:
     """The model folder of a finished run, e.g. a search's best trial, without training again:

@@ -27,7 +27,7 @@ from ede.data.tables import write_table
 from ede.distributed.cluster import Scaling
 from ede.distributed.trainer import PreparedData, RunSpec, fit_distributed, prepare_data
 from ede.distributed.trials import placement, run_trial
-from ede.distributed.tuning_results import METRIC, best_row, results_table
+from ede.distributed.tuning_results import METRIC, best_row, is_defaults, results_table
 from ede.storage import write_bytes_atomic
 
 # random: every trial trains its whole budget (cheap trials: no early stopping to
@@ -193,7 +193,7 @@ class _KeepDefaults(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
-        if all(trial.config.get(k) == v for k, v in self.defaults.items()):
+        if is_defaults(trial.config, self.defaults):
             return self.CONTINUE
         return decision
 

@@ -41,7 +41,7 @@ def results_table(
             {
                 "trial_id": metrics.get("trial_id", r.path.rsplit("/", 1)[-1]),
                 **{k: r.config.get(k) for k in space},
-                "defaults": all(r.config.get(k) == v for k, v in defaults.items()),
+                "defaults": is_defaults(r.config, defaults),
                 "status": status,
                 "epochs_done": int(epochs[-1]) + 1 if epochs else 0,
                 "final_val_auroc": history[-1] if history else math.nan,
@@ -53,6 +53,11 @@ def results_table(
             }
         )
     return mark_best(pd.DataFrame(rows), *val_counts)
+
+
+def is_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether a trial's config is the defaults' point (passed to Tune as exact values)."""
+    return all(config.get(k) == v for k, v in defaults.items())
 
 
 def mark_best(table: pd.DataFrame, n_anomalies: int, n_normals: int) -> pd.DataFrame:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 
-import fsspec
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
@@ -50,7 +49,7 @@ from ede.export.onnx_graph import (
     to_onnx,
     with_props,
 )
-from ede.storage import write_bytes_atomic
+from ede.storage import remove, write_bytes_atomic, write_json
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
@@ -163,15 +162,11 @@ def _points(before: dict, after: dict) -> float | None:
 def _write(out: str, files: dict[str, bytes], meta: dict) -> None:
     """Old metadata goes first, new metadata last: a reader never pairs old and new files."""
     base = out.rstrip("/")
-    fs, _ = fsspec.core.url_to_fs(base)
-    fs.invalidate_cache()
     for name in (METADATA_FILE, INT8_FILE):
-        _, path = fsspec.core.url_to_fs(f"{base}/{name}")
-        if fs.exists(path):
-            fs.rm(path)
+        remove(f"{base}/{name}")
     for name, data in files.items():
         write_bytes_atomic(f"{base}/{name}", data)
-    write_bytes_atomic(f"{base}/{METADATA_FILE}", json.dumps(meta, indent=2).encode())
+    write_json(f"{base}/{METADATA_FILE}", meta)
 
 
 def export_folder(

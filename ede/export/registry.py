@@ -17,10 +17,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
-from ede.storage import read_bytes, read_json, shown_url, write_bytes_atomic, write_json
+from ede.storage import (
+    read_bytes,
+    read_json,
+    remove,
+    shown_url,
+    write_bytes_atomic,
+    write_json,
+)
 
 CHAMPION, REPORT = "champion", "report.json"
 
@@ -65,15 +70,9 @@ def publish(artifact_url: str, models_url: str, name: str, version: str, report:
         write_bytes_atomic(f"{dst}/{METADATA_FILE}", read_bytes(f"{src}/{METADATA_FILE}"))
         read_model(dst)
     except BaseException:
-        remove(dst)
+        remove(dst, recursive=True)
         raise
     return dst
-
-
-def remove(url: str) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
 
 
 def set_champion(models_url: str, name: str, record: dict[str, Any]) -> None:
