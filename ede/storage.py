@@ -10,10 +10,12 @@ through this module, never through fsspec itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import fsspec
 
@@ -27,19 +29,28 @@ def join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names])
 
 
-def write_bytes_atomic(url: str, data: bytes) -> None:
+@contextlib.contextmanager
+def open_atomic(url: str, block_size: int | None = None) -> Iterator[IO[bytes]]:
+    """A binary file on a unique temporary sibling of `url`, moved onto `url` once the
+    block ends without error; on an error nothing is left behind."""
     fs, path = fsspec.core.url_to_fs(url)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    options = {} if block_size is None else {"block_size": block_size}
     try:
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
+        with fs.open(tmp, "wb", **options) as f:
+            yield f
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    with open_atomic(url) as f:
+        f.write(data)
 
 
 def write_json(url: str, record: Any) -> None:

@@ -1,8 +1,10 @@
-"""Ray Train on a real local Ray (2 CPUs): sharding, DDP agreement, S3 storage, resume."""
+"""Ray Train on a real local Ray (2 CPUs): sharding by row groups, DDP agreement, S3 storage,
+resume."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -17,8 +19,11 @@ import s3fs  # noqa: E402
 
 from ede.cli import main  # noqa: E402
 from ede.core.estimator import ESAD, SCALERS  # noqa: E402
+from ede.data.ingest import SplitSettings, prepare_splits  # noqa: E402
+from ede.data.parquet_layout import read_rows  # noqa: E402
 from ede.data.protocol import validation_split  # noqa: E402
-from ede.data.shards import ParquetShard, fit_scaler, read_rows  # noqa: E402
+from ede.data.shard_scaler import fit_scaler  # noqa: E402
+from ede.data.shards import ParquetShard, ValidationRows  # noqa: E402
 from ede.distributed import cluster  # noqa: E402
 from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed.runtime import RayRuntime  # noqa: E402
@@ -69,6 +74,13 @@ class CrashOnce(RayRuntime):
         self._note(f"epoch {int(metrics['epoch'])}")
 
 
+def groups_loop(config: dict):
+    """train_func, then each rank writes the row groups its shard read."""
+    dt.run_worker(config)
+    rank = ray.train.get_context().get_world_rank()
+    Path(config["groups_dir"], f"rank{rank}").write_text(json.dumps(config["data"].groups_read))
+
+
 def crash_loop(config: dict):
     dt.train_func(config, CrashOnce(config["log"], config["marker"], config["crash_at"]))
 
@@ -95,6 +107,39 @@ def test_shards_partition_fit_rows_and_scaler_matches(tmp_path, write_anomaly_ta
         in_memory = SCALERS[kind]().fit(X_fit)
         np.testing.assert_allclose(streamed.offset_, in_memory.offset_, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(streamed.scale_, in_memory.scale_, rtol=1e-5)
+
+
+def _prepared(tmp_path, write_anomaly_table, n_normal=7800, n_anomaly=200):
+    """An ingested table: 4,800 fit rows in 4 row groups, then the validation rows."""
+    url = write_anomaly_table(str(tmp_path / "t.parquet"), n_normal=n_normal, n_anomaly=n_anomaly)
+    return prepare_splits(url, str(tmp_path / "store"), SplitSettings())
+
+
+def test_ingested_table_shards_read_their_own_row_groups(tmp_path, write_anomaly_table):
+    p = _prepared(tmp_path, write_anomaly_table)
+    assert p.row_groups["fit_groups"] == 4 and p.row_groups["train"][:4] == [1200] * 4
+    data = dt.prepare_data(p.train_url, validation_rows=p.validation_rows, scaler=p.scaler)
+    np.testing.assert_array_equal(data.scaler.offset_, np.float32(p.scaler["offset"]))
+    again = dt.prepare_data(p.train_url, validation_rows=p.validation_rows)  # from the footer
+    np.testing.assert_array_equal(again.scaler.scale_, data.scaler.scale_)
+    refit = fit_scaler(data.layout, data.val_rows, "quantile_minmax")  # what it replaces
+    np.testing.assert_array_equal(refit.scale_, data.scaler.scale_)
+    shard = ParquetShard(data.layout, data.scaler.to_dict(), data.val_rows)
+    for world, expected in ((1, [[0, 1, 2, 3]]), (2, [[0, 1], [2, 3]]), (4, [[0], [1], [2], [3]])):
+        got, rows = [], 0
+        for rank in range(world):
+            X, _ = shard(rank, world)
+            got.append(shard.groups_read)
+            rows += len(X)
+        assert got == expected and rows == data.fit_rows  # never a validation group (4)
+    shard(1, 3)  # 3 does not divide 4 groups: a neighbour's group at each end, no more
+    assert shard.groups_read == [1, 2]
+    X_val, y_val = ValidationRows(data.layout, data.scaler.to_dict(), data.val_rows)
+    np.testing.assert_allclose(X_val, data.scaler.transform(data.X_val))
+    assert y_val.sum() == p.labelled["validation"] == data.y_val.sum()
+    with pytest.raises(ValueError, match="kind"):
+        dt.prepare_data(p.train_url, validation_rows=p.validation_rows, scaler=p.scaler,
+                        scaling="standard_minmax")  # fmt: skip
 
 
 def test_bad_configuration_fails_fast_with_one_line(tmp_path, write_anomaly_table, capsys):
@@ -176,6 +221,30 @@ def test_two_workers_agree_and_match_one_worker_on_s3(
     checkpoints = [n for n in names if n.rsplit("/", 1)[-1].startswith("checkpoint_2")]
     assert len(checkpoints) == 2  # keep_checkpoints
     assert {"state.pt", "meta.json"} <= {p.rsplit("/", 1)[-1] for p in fs.ls(checkpoints[-1])}
+
+
+def test_two_workers_read_only_their_row_groups(
+    ray_cluster, write_anomaly_table, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(dt, "SCORE_ON_RAY_ROWS", 1)  # the scoring pass in Ray tasks
+    p = _prepared(tmp_path, write_anomaly_table)
+    data = dt.prepare_data(p.train_url, validation_rows=p.validation_rows, scaler=p.scaler)
+    groups = tmp_path / "groups"
+    groups.mkdir()
+    config = {**data.worker_config(_esad(epochs=2)), "groups_dir": str(groups)}
+    assert isinstance(config["validation"], ValidationRows)  # a reference, not the rows
+    run = dt.RunSpec(cluster.storage_path(str(tmp_path / "ray")), name="groups")
+    scaling = cluster.Scaling(workers=2, cpus_per_worker=0.5)
+    result = dt.make_trainer(config, scaling, run, loop=groups_loop).fit()
+    read = {f.name: json.loads(f.read_text()) for f in groups.iterdir()}
+    assert read == {"rank0": [0, 1], "rank1": [2, 3]}  # of train.parquet's 5 groups
+    det = dt.estimator_from_checkpoint(_esad(epochs=2), result.checkpoint, data)  # Ray tasks
+    net = det.net_
+    local = dt._score_groups(net, data.layout, det.scaler_.to_dict(), data.val_rows, [0, 1, 2, 3])
+    on_ray = dt._score_fit_rows(net, data, det.scaler_)
+    for a, b in zip(local, on_ray, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(on_ray[0]) == data.fit_rows and np.isfinite(det.threshold_)
 
 
 def test_crashed_worker_resumes_from_latest_checkpoint(ray_cluster, write_anomaly_table, tmp_path):

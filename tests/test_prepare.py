@@ -1,14 +1,24 @@
-"""Ingest: validation, content fingerprints, stratified splits, given splits, reuse."""
+"""Ingest: validation, content fingerprints, stratified splits, given splits, reuse; the
+row-group rule, the recorded scaler and bounded memory of the streaming passes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from ede.core.scaling import QuantileMinMaxScaler
+from ede.data.fingerprint import rows_sha256
 from ede.data.ingest import SplitSettings, load_prepared, prepare_splits
+from ede.data.parquet_layout import SCALER_KEY
+from ede.data.protocol import validation_split
 
 
 def _frame(n_normal=200, n_anomaly=20, seed=0) -> pd.DataFrame:
@@ -105,3 +115,130 @@ def test_manifest_is_json_with_the_fingerprint(tmp_path):
         (tmp_path / "s" / p.root.rsplit("/s/", 1)[1] / "manifest.json").read_text()
     )
     assert manifest["data_sha256"] == p.data_sha256 and manifest["feature_names"] == list("abcd")
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _sorted_frame(n=6000, d=4, seed=0) -> pd.DataFrame:
+    """Sorted by label: the labelled anomalies are the last rows of the table."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, d)).astype(np.float32), columns=list("abcd")[:d])
+    frame["label"] = (np.arange(n) >= n - n // 50).astype(np.int64)
+    return frame
+
+
+def test_split_is_validation_split_seeded_and_fit_rows_shuffled(tmp_path):
+    frame = _sorted_frame()
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    p = prepare_splits(str(tmp_path / "t.parquet"), str(tmp_path / "s"), SplitSettings(seed=4))
+    X, y = frame[list("abcd")].to_numpy(), frame["label"].to_numpy()
+    X_tr, y_tr, X_te, _ = validation_split(X, y, fraction=0.25, seed=4)  # test first
+    X_fit, y_fit, X_val, _ = validation_split(X_tr, y_tr, fraction=0.2, seed=5)
+    train, test = pd.read_parquet(p.train_url), pd.read_parquet(p.test_url)
+    np.testing.assert_array_equal(test[list("abcd")].to_numpy(), X_te)  # the in-memory rows
+    fit = train.iloc[: p.rows["fit"]]
+    np.testing.assert_array_equal(train.iloc[p.validation_rows][list("abcd")].to_numpy(), X_val)
+    order = np.random.default_rng(4).permutation(len(X_fit))  # the seeded shuffle
+    np.testing.assert_array_equal(fit[list("abcd")].to_numpy(), X_fit[order])
+    np.testing.assert_array_equal(fit["label"].to_numpy(), y_fit[order])
+    half = len(fit) // 2  # a label-sorted table still gives both halves labelled anomalies
+    assert fit["label"].iloc[:half].sum() > 0 and fit["label"].iloc[half:].sum() > 0
+    other = prepare_splits(str(tmp_path / "t.parquet"), str(tmp_path / "s"), SplitSettings())
+    assert other.root != p.root
+    assert not pd.read_parquet(other.test_url).equals(test)
+
+
+def test_row_groups_follow_the_rule_and_the_scaler_is_recorded(tmp_path):
+    frame = _sorted_frame(n=30000)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    p = prepare_splits(str(tmp_path / "t.parquet"), str(tmp_path / "s"), SplitSettings())
+    n_fit, n_val = p.rows["fit"], p.rows["validation"]
+    meta = pq.ParquetFile(p.train_url).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    n_groups = p.row_groups["fit_groups"]
+    assert n_groups == 16 and sizes == p.row_groups["train"]  # 18,000 fit rows: 16 groups
+    bounds = np.cumsum([0, *sizes[:n_groups]])
+    np.testing.assert_array_equal(bounds, np.arange(n_groups + 1) * n_fit // n_groups)
+    assert sum(sizes[n_groups:]) == n_val  # validation rows in groups of their own
+    assert "power of two" in p.row_groups["rule"] and p.row_group_rows == 65536
+    fit = pd.read_parquet(p.train_url).iloc[:n_fit][list("abcd")].to_numpy()
+    expected = QuantileMinMaxScaler().fit(fit)  # every fit row: fewer than QUANTILE_SAMPLE
+    np.testing.assert_array_equal(np.float32(p.scaler["offset"]), expected.offset_)
+    np.testing.assert_array_equal(np.float32(p.scaler["scale"]), expected.scale_)
+    footer = json.loads(meta.metadata[SCALER_KEY.encode()])
+    assert footer == p.scaler and p.scaler["kind"] == "quantile_minmax"
+    assert load_prepared(p.root).to_dict() == p.to_dict()
+
+
+def test_csv_and_parquet_give_the_same_files(tmp_path):
+    frame = _frame()
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    a = prepare_splits(str(tmp_path / "t.parquet"), str(tmp_path / "a"), SplitSettings())
+    b = prepare_splits(str(tmp_path / "t.csv"), str(tmp_path / "b"), SplitSettings())
+    rows = rows_sha256(frame[list("abcd")].to_numpy(), frame["label"].to_numpy())
+    whole = hashlib.sha256(json.dumps([list("abcd"), "label"]).encode() + b"all" + rows.encode())
+    assert a.data_sha256 == b.data_sha256 == whole.hexdigest()  # batch by batch == in memory
+    for url in ("train_url", "test_url"):
+        assert pd.read_parquet(getattr(a, url)).equals(pd.read_parquet(getattr(b, url)))
+    assert a.scaler == b.scaler
+
+
+def test_a_bad_value_deep_in_a_file_names_file_column_and_row(tmp_path, monkeypatch):
+    monkeypatch.setattr("ede.data.batches.BATCH_BYTES", 1024 * 4 * 4)  # 1,024-row batches
+    frame = _sorted_frame(n=5000)
+    frame.loc[4321, "c"] = np.inf
+    frame.to_csv(tmp_path / "deep.csv", index=False)
+    with pytest.raises(ValueError, match=r"deep.csv: feature column 'c' has 1 NaN/inf.*row 4321"):
+        prepare_splits(str(tmp_path / "deep.csv"), str(tmp_path / "s"), SplitSettings())
+    frame = _sorted_frame(n=5000)
+    frame.loc[4000, "label"] = 2
+    frame.to_parquet(tmp_path / "deep.parquet", index=False)
+    with pytest.raises(ValueError, match=r"deep.parquet: label column 'label'.*\[2\]"):
+        prepare_splits(str(tmp_path / "deep.parquet"), str(tmp_path / "s"), SplitSettings())
+    assert not (tmp_path / "s").exists()
+
+
+_MEASURE = """
+import json, sys, tracemalloc
+import pyarrow as pa
+import ede.data.batches, ede.data.shard_scaler, ede.data.split_rules, ede.data.split_writer
+from ede.data.ingest import SplitSettings, prepare_splits
+# Small working sets, so that a table of a few tens of MB shows what holds memory.
+ede.data.batches.BATCH_BYTES = ede.data.batches.STREAM_BYTES = 1 << 20
+ede.data.split_writer.BUCKET_BYTES = 4 << 20
+ede.data.split_rules.GROUP_BYTES = 1 << 20
+ede.data.shard_scaler.QUANTILE_SAMPLE = 10_000
+tracemalloc.start()
+p = prepare_splits(sys.argv[1], sys.argv[2], SplitSettings())
+pools = pa.default_memory_pool().max_memory() + pa.system_memory_pool().max_memory()
+print(json.dumps({"python": tracemalloc.get_traced_memory()[1], "arrow": pools, "rows": p.rows}))
+"""
+
+
+def test_ingest_of_many_files_keeps_bounded_memory(tmp_path):
+    """A 77 MB table (float32 features) in 24 files: the arrays ingest allocates (numpy,
+    through tracemalloc) and Arrow's buffers (its pools' peaks) stay under a third of it."""
+    rows, d, files = 1_200_000, 16, 24
+    rng = np.random.default_rng(0)
+    (tmp_path / "many").mkdir()
+    for k in range(files):
+        n = rows // files
+        cols = {f"f{j}": rng.standard_normal(n, dtype=np.float32) for j in range(d)}
+        cols["label"] = (rng.random(n) < 0.01).astype(np.int64)
+        path = tmp_path / "many" / f"part-{k:02d}.parquet"
+        pq.write_table(pa.table(cols), path, row_group_size=n // 4)  # Arrow reads a group
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path / "many"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak = json.loads(done.stdout.splitlines()[-1])
+    assert sum(peak["rows"].values()) == rows
+    table_bytes = rows * d * 4
+    # What is left: the label column and the split (about 8 bytes a row, 9 MB here), one
+    # batch, one spill bucket, one row group and Arrow's buffers for them; pandas held
+    # about three times the table.
+    assert peak["python"] + peak["arrow"] < table_bytes / 3, (peak, table_bytes)

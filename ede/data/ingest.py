@@ -7,14 +7,21 @@ fingerprinted by content (the same rows in CSV or Parquet hash alike), split onc
 the split settings: a second run on the same data reuses the same splits, hence
 compares a new model and the champion on the very same test rows.
 
-Layout under ``<storage>/prepared/<key>/``: ``train.parquet`` (the fit rows, then
-the validation rows: the row range is in the manifest, so Ray Train skips them and
-Tune ranks trials on them), ``test.parquet`` and ``manifest.json``, written last,
-the marker of a complete prefix.
+Layout under ``<storage>/prepared/<key>/``: ``train.parquet`` (the fit rows,
+shuffled, then the validation rows: the row range is in the manifest, so Ray Train
+skips them and Tune ranks trials on them), ``test.parquet`` and ``manifest.json``,
+written last, the marker of a complete prefix. The manifest also records the row
+groups (and their rule) and the scaler, fitted once here on the fit rows.
 
 Data may be one file, a folder/prefix or a glob of files with the same columns, or
 a folder holding ``train/``, ``test/`` and optionally ``val/``: splits given by the
 user, used as they are.
+
+Memory stays bounded whatever the table's size: the input streams twice in record
+batches (`ede.data.batches`). The first pass checks every batch, fingerprints it and
+keeps the label column (1 byte a row); the split is decided from the labels alone;
+the second pass writes the splits (`ede.data.split_writer`: the row-group rule, the
+shuffle of the fit rows through a local spill, the scaler).
 """
 
 from __future__ import annotations
@@ -25,16 +32,14 @@ from dataclasses import asdict, dataclass, field
 
 import fsspec
 import numpy as np
-import pandas as pd
 
-from ede.data.fingerprint import rows_sha256
-from ede.data.listing import list_files
-from ede.data.protocol import validation_split
-from ede.data.tables import SUFFIXES, Table, read_table, write_table
+from ede.data import split_rules, split_writer
+from ede.data.batches import Source, batches, list_sources
 from ede.storage import shown_url, write_bytes_atomic
 
 MANIFEST = "manifest.json"
 GIVEN_SPLITS = ("train", "val", "test")
+LAYOUT = 2  # prepared/ layout version, part of the key: row groups, scaler, footer
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,13 @@ class PreparedSplits:
     settings: dict = field(default_factory=dict)
     given_splits: bool = False
     reused: bool = False
+    scaler: dict | None = None  # kind, offset, scale, fit_rows, sample_rows, seed
+    row_groups: dict = field(default_factory=dict)  # rule, max_group_rows, sizes
+
+    @property
+    def row_group_rows(self) -> int | None:
+        """The most rows a row group of train.parquet or test.parquet holds (G of the rule)."""
+        return self.row_groups.get("max_group_rows")
 
     @property
     def train_url(self) -> str:
@@ -93,58 +105,61 @@ class PreparedSplits:
 def prepare_splits(data_url: str, storage_url: str, settings: SplitSettings) -> PreparedSplits:
     """Read, validate, fingerprint and split `data_url`; write the splits under `storage_url`."""
     settings.check()
-    parts, given = _read_parts(data_url, settings.label_column)
-    first = next(iter(parts.values()))
-    names = first.feature_names
-    for name, part in parts.items():
-        if part.feature_names != names:
-            raise ValueError(
-                f"{shown_url(part.source)}: columns {part.feature_names} differ from "
-                f"{shown_url(first.source)}'s {names} (split '{name}')"
-            )
-    labels = {k: _labels(t) for k, t in parts.items()}
-    n_rows = sum(len(t.X) for t in parts.values())
+    parts, given = _list_parts(data_url, settings.label_column)
+    names = list(next(iter(parts.values()))[0].feature_names)
+    labels, digests = {}, {}
+    for part, sources in parts.items():  # pass 1: check, fingerprint, labels
+        labels[part], digests[part] = _scan(sources)
+    n_rows = sum(len(y) for y in labels.values())
     if n_rows < settings.min_rows:
         raise ValueError(
             f"{shown_url(data_url)}: {n_rows} rows; at least {settings.min_rows} needed"
         )
     digest = hashlib.sha256(json.dumps([names, settings.label_column]).encode())
     for k in sorted(parts):
-        digest.update(k.encode() + rows_sha256(parts[k].X, labels[k]).encode())
+        digest.update(k.encode() + digests[k].encode())
     data_sha = digest.hexdigest()
-    splits = _split(parts, labels, given, settings)
-    if (splits["fit"][1] == 0).sum() == 0:
+    codes = split_rules.assign_splits(labels, given, settings)
+    y = labels["all"] if len(labels) == 1 else np.concatenate([labels[k] for k in parts])
+    if split_rules.unlabelled_fit_rows(codes, y) == 0:
         raise ValueError(f"{shown_url(data_url)}: no unlabelled (label 0) rows to train on")
+    del labels, y
     recipe = {k: v for k, v in asdict(settings).items() if k != "min_rows"} if not given else {}
-    key = hashlib.sha256(json.dumps([data_sha, recipe], sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([data_sha, {**recipe, "layout": LAYOUT}], sort_keys=True).encode()
+    ).hexdigest()
     root = f"{storage_url.rstrip('/')}/prepared/{key[:16]}"
     existing = _read_manifest(root)
     if existing is not None:
         return PreparedSplits.from_dict(existing, reused=True)
+
+    def stream():  # pass 2, in the order `codes` follows
+        for sources in parts.values():
+            for source in sources:
+                yield from batches(source)
+
+    written = split_writer.write_splits(
+        stream,
+        codes,
+        names,
+        settings.label_column,
+        f"{root}/train.parquet",
+        f"{root}/test.parquet",
+        settings.seed,
+    )
     prepared = PreparedSplits(
         root=root,
         data_sha256=data_sha,
-        feature_names=list(names),
+        feature_names=names,
         label_column=settings.label_column,
-        rows={k: int(len(v[1])) for k, v in splits.items()},
-        labelled={k: int(v[1].sum()) for k, v in splits.items()},
+        rows=written.rows,
+        labelled=written.labelled,
         source=shown_url(data_url),
         settings=asdict(settings),
         given_splits=given,
+        scaler=written.scaler,
+        row_groups=written.row_groups,
     )
-    # Fit rows shuffled: Ray workers read contiguous ranges, and a table sorted by label
-    # would hand one worker all the labelled anomalies.
-    order = np.random.default_rng(settings.seed).permutation(len(splits["fit"][1]))
-    splits["fit"] = (splits["fit"][0][order], splits["fit"][1][order])
-    train = _frame(
-        np.concatenate([splits["fit"][0], splits["validation"][0]]),
-        np.concatenate([splits["fit"][1], splits["validation"][1]]),
-        names,
-        settings.label_column,
-    )
-    write_table(train, prepared.train_url, label_column=settings.label_column)
-    test = _frame(*splits["test"], names, settings.label_column)
-    write_table(test, prepared.test_url, label_column=settings.label_column)
     write_bytes_atomic(f"{root}/{MANIFEST}", json.dumps(prepared.to_dict(), indent=2).encode())
     return prepared
 
@@ -164,72 +179,43 @@ def _read_manifest(root: str) -> dict | None:
         return None
 
 
-def _read_parts(data_url: str, label_column: str) -> tuple[dict[str, Table], bool]:
-    """{"all": table} for one table or many files; {"train", "test", ["val"]} when given."""
+def _list_parts(data_url: str, label_column: str) -> tuple[dict[str, list[Source]], bool]:
+    """{"all": files} for one table or many files; {"train", ["val"], "test"} when given."""
     fs, path = fsspec.core.url_to_fs(data_url)
     try:
         is_dir = fs.isdir(path)
     except Exception as exc:  # every backend fails in its own types
         raise ValueError(f"{shown_url(data_url)}: cannot reach the data: {exc}") from None
+    parts, given = {"all": None}, False
     if is_dir:
         children = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
         if {"train", "test"} <= children:
-            parts = {}
-            for name in GIVEN_SPLITS:
-                if name in children:
-                    parts[name] = _read_many(f"{data_url.rstrip('/')}/{name}", label_column)
-            return parts, True
-    return {"all": _read_many(data_url, label_column)}, False
-
-
-def _read_many(url: str, label_column: str) -> Table:
-    """One table from a file, or the row-wise union of a folder's or a glob's tables."""
-    fs, paths = list_files(url, SUFFIXES)
-    if len(paths) == 1 and fs.isfile(fsspec.core.url_to_fs(url)[1]):
-        return read_table(url, label_column=label_column)
-    tables = [read_table(fs.unstrip_protocol(p), label_column=label_column) for p in paths]
-    names = tables[0].feature_names
-    for t in tables[1:]:
-        if t.feature_names != names:
+            parts = {name: None for name in GIVEN_SPLITS if name in children}
+            given = True
+    for name in parts:
+        url = f"{data_url.rstrip('/')}/{name}" if given else data_url
+        parts[name] = list_sources(url, label_column)
+    first = next(iter(parts.values()))[0]
+    for name, sources in parts.items():
+        if sources[0].feature_names != first.feature_names:
             raise ValueError(
-                f"{shown_url(t.source)}: columns {t.feature_names} differ from "
-                f"{shown_url(tables[0].source)}'s {names}"
+                f"{shown_url(sources[0].url)}: columns {list(sources[0].feature_names)} differ "
+                f"from {shown_url(first.url)}'s {list(first.feature_names)} (split '{name}')"
             )
-    labelled = [t.y is not None for t in tables]
-    if any(labelled) and not all(labelled):
-        bare = tables[labelled.index(False)].source
-        raise ValueError(f"{shown_url(bare)}: no '{label_column}' column, unlike the other files")
-    y = np.concatenate([t.y for t in tables]) if all(labelled) else None
-    return Table(np.concatenate([t.X for t in tables]), y, names, url)
+    return parts, given
 
 
-def _labels(t: Table) -> np.ndarray:
-    return t.y if t.y is not None else np.zeros(len(t.X), dtype=np.int64)
-
-
-def _split(parts, labels, given: bool, s: SplitSettings) -> dict[str, tuple]:
-    """(X, y) of fit, validation and test: the user's splits, else stratified and seeded."""
-    if given:
-        X_tr, y_tr = parts["train"].X, labels["train"]
-        if "val" in parts:
-            fit, val = (X_tr, y_tr), (parts["val"].X, labels["val"])
-        else:
-            X_fit, y_fit, X_val, y_val = validation_split(
-                X_tr, y_tr, fraction=s.validation_fraction, seed=s.seed
-            )
-            fit, val = (X_fit, y_fit), (X_val, y_val)
-        return {"fit": fit, "validation": val, "test": (parts["test"].X, labels["test"])}
-    X, y = parts["all"].X, labels["all"]
-    X_tr, y_tr, X_te, y_te = validation_split(X, y, fraction=s.test_fraction, seed=s.seed)
-    X_fit, y_fit, X_val, y_val = validation_split(
-        X_tr, y_tr, fraction=s.validation_fraction, seed=s.seed + 1
-    )
-    return {"fit": (X_fit, y_fit), "validation": (X_val, y_val), "test": (X_te, y_te)}
-
-
-def _frame(X: np.ndarray, y: np.ndarray, names: list[str], label: str) -> pd.DataFrame:
-    if label in names:
-        raise ValueError(f"label column '{label}' clashes with a feature name")
-    frame = pd.DataFrame(X, columns=names)
-    frame[label] = y.astype(np.int64)
-    return frame
+def _scan(sources: list[Source]) -> tuple[np.ndarray, str]:
+    """Labels (int8; 0 where the column is absent) and `rows_sha256` of one part's rows,
+    batch by batch: float32 features in row order, then int64 labels."""
+    h, labels, n = hashlib.sha256(), [], 0
+    for source in sources:
+        for X, y in batches(source):
+            h.update(memoryview(np.ascontiguousarray(X)).cast("B"))
+            labels.append(np.zeros(len(X), np.int8) if y is None else y.astype(np.int8))
+            n += len(X)
+    y = np.concatenate(labels)
+    del labels
+    for start in range(0, n, 1 << 18):
+        h.update(y[start : start + (1 << 18)].astype(np.int64))
+    return y, h.hexdigest()

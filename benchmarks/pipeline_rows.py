@@ -1,0 +1,477 @@
+"""What the retraining flow costs as the table grows: time per task and peak memory.
+
+    .venv/bin/python benchmarks/pipeline_rows.py --rows 1000000 4000000 [--s3] [--json out.json]
+
+For each size N it generates an N-row table of 20 float32 features as four Parquet
+files (normals on a 4-dimensional manifold plus noise, about 1% labelled anomalies
+off it), then, each in a fresh process so that peaks never mix, runs
+`flows.retrain.retrain(data_url, storage_url, trials=0, epochs=1, workers=1)` on
+local storage (and, with `--s3`, on moto's S3 server in a child process,
+`ede.bench.score_io.loopback_s3`), and reports:
+
+- wall time of the flow and of each task (Prefect's task runs), and the rest
+  (Ray's start, the flow's own work);
+- `ESAD(...).fit` in process on the same fit rows, same configuration and one
+  torch thread (the Ray worker's), after the flow in the local run's process;
+- the driver's peak RSS (VmHWM of the process running the flow; and its peak
+  within each task's window) and the peak of RSS summed over that process and all
+  its descendants (Ray's head processes and workers, Prefect's temporary server),
+  read from /proc every 0.2 s, minus the same sum just before the flow started.
+  Summed RSS counts a shared page once per process that maps it, so it overstates
+  the memory in use; the summed PSS (shared pages split among their users) is
+  reported beside it;
+- the ratios: flow wall / in-process fit, peaks / raw float32 size, and the
+  growth of each peak between the smallest and the largest size.
+
+`--ingest-on-ray` replaces the flow's ingest task, in the measured process only, by
+one that runs the same `prepare_splits` call in a Ray task (Ray is up by then):
+what the flow would gain by keeping that whole-table pass out of its process.
+
+The table is generated in this (parent) process, chunk by chunk, and the S3
+server is this process's child too, so neither counts in the measured tree. The
+library never imports this script (nor `flows`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FEATURES, FILES, LATENT = 20, 4, 4
+ANOMALY_SHARE = 0.01
+CHUNK = 250_000
+SAMPLE_S = 0.2
+GIB = 1024**3
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def generate(folder: Path, rows: int, seed: int = 0) -> list[Path]:
+    """FILES Parquet files of `rows` rows in all, written chunk by chunk (bounded memory)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(LATENT, FEATURES))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, per_file = [], -(-rows // FILES)
+    for k in range(FILES):
+        n_file = min(per_file, rows - k * per_file)
+        path = folder / f"part-{k}.parquet"
+        writer = None
+        for start in range(0, n_file, CHUNK):
+            n = min(CHUNK, n_file - start)
+            z = rng.normal(size=(n, LATENT))
+            X = np.tanh(z @ mixing) + rng.normal(scale=0.05, size=(n, FEATURES))
+            y = (rng.random(n) < ANOMALY_SHARE).astype(np.int64)
+            off = rng.normal(scale=0.7, size=(int(y.sum()), FEATURES))
+            X[y == 1] = np.tanh(rng.normal(size=(int(y.sum()), LATENT)) @ mixing) + off
+            cols = {f"f{j}": X[:, j].astype(np.float32) for j in range(FEATURES)}
+            table = pa.table({**cols, "label": y})
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=65_536)
+        writer.close()
+        paths.append(path)
+    return paths
+
+
+def upload(paths: list[Path], prefix: str) -> None:
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(prefix.split("/", 1)[0])
+    for p in paths:
+        fs.put_file(str(p), f"{prefix}/{p.name}")
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class TreeSampler:
+    """Peak memory of this process and its descendants, read from /proc every SAMPLE_S s.
+
+    RSS (what the issue measured) every sample; PSS, which splits each shared page
+    among the processes mapping it (torch's libraries in every Ray worker, the
+    object store), every PSS_EVERY-th sample. The driver's RSS is kept as a time
+    series, so the peak within each task's window can be read off afterwards.
+    """
+
+    PSS_EVERY = 5
+
+    def __init__(self):
+        self.me = os.getpid()
+        self.kinds: dict[int, str] = {}
+        self.peak_total, self.peak_by_kind, self.peak_processes, self.peak_pss = 0, {}, 0, 0
+        self.timeline: list[tuple[float, int]] = []  # (unix time, driver RSS)
+        self.baseline = self._rss_total()[0]
+        self.baseline_pss = self._pss_total()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+        tree, todo = [], [self.me]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def _kind(self, pid: int) -> str:
+        if pid not in self.kinds:
+            try:
+                text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                text = ""
+            if pid == self.me:
+                kind = "driver"
+            elif "prefect" in text and "server" in text:
+                kind = "prefect_server"
+            elif "ray" in text:
+                kind = "ray"
+            else:
+                kind = "other"
+            self.kinds[pid] = kind
+        return self.kinds[pid]
+
+    def _rss_total(self) -> tuple[int, dict[str, int], int, int]:
+        by_kind: dict[str, int] = {}
+        total, driver, tree = 0, 0, self._tree()
+        for pid in tree:
+            try:
+                rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+            except OSError:
+                continue
+            total += rss
+            driver = rss if pid == self.me else driver
+            kind = self._kind(pid)
+            by_kind[kind] = by_kind.get(kind, 0) + rss
+        return total, by_kind, len(tree), driver
+
+    def _pss_total(self) -> int:
+        total = 0
+        for pid in self._tree():
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            total += int(text.split("Pss:")[1].split()[0]) * 1024
+        return total
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(SAMPLE_S):
+            total, by_kind, n, driver = self._rss_total()
+            self.timeline.append((time.time(), driver))
+            if total > self.peak_total:
+                self.peak_total, self.peak_by_kind = total, by_kind
+            self.peak_processes = max(self.peak_processes, n)
+            i += 1
+            if i % self.PSS_EVERY == 0:
+                self.peak_pss = max(self.peak_pss, self._pss_total())
+
+    def driver_peak_between(self, start: float, end: float) -> int:
+        inside = [rss for t, rss in self.timeline if start <= t <= end + SAMPLE_S]
+        return max(inside, default=0)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def vm_hwm() -> int:
+    """This process's peak RSS in bytes."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# ----------------------------------------------------------------------------- child
+
+
+def task_windows(flow_run_id) -> dict[str, tuple[float, float]]:
+    """(start, end) unix times of each task of one flow run, from Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    out: dict[str, tuple[float, float]] = {}
+    for r in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
+        if r.start_time is None or r.end_time is None:
+            continue
+        name = r.name.rsplit("-", 1)[0]  # "ingest-0ab" -> "ingest"
+        out[name] = (r.start_time.timestamp(), r.end_time.timestamp())
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    import fsspec
+
+    from flows.retrain import retrain  # the flow and everything it imports: the baseline
+
+    if args.ingest_on_ray:
+        _ingest_on_ray()
+
+    with TreeSampler() as sampler:
+        driver_before = sampler._rss_total()[3]
+        started = time.perf_counter()
+        state = retrain(
+            args.data_url,
+            args.storage_url,
+            trials=0,
+            epochs=args.epochs,
+            workers=args.workers,
+            return_state=True,
+        )
+        wall = time.perf_counter() - started
+    summary = state.result()
+    driver_peak = vm_hwm()
+    windows = task_windows(state.state_details.flow_run_id)
+    tasks = {k: end - start for k, (start, end) in windows.items()}
+    task_driver_peak = {k: sampler.driver_peak_between(*w) for k, w in windows.items()}
+    fs, root = fsspec.core.url_to_fs(f"{args.storage_url.rstrip('/')}/prepared")
+    fs.invalidate_cache()
+    manifest_path = sorted(fs.glob(f"{root}/*/manifest.json"))[-1]
+    manifest = json.loads(fs.cat_file(manifest_path))
+    report = {
+        "rows": args.rows,
+        "storage": "s3" if args.storage_url.startswith("s3://") else "local",
+        "ingest_on_ray": bool(args.ingest_on_ray),
+        "features": FEATURES,
+        "raw_float32_bytes": args.rows * FEATURES * 4,
+        "data_bytes": args.data_bytes,
+        "split_rows": manifest["rows"],
+        "flow_wall_s": wall,
+        "task_s": tasks,
+        "untasked_s": wall - sum(tasks.values()),
+        "test_auroc": summary["test"].get("auroc"),
+        "driver_baseline_bytes": driver_before,
+        "driver_peak_bytes": driver_peak,
+        "tree_baseline_bytes": sampler.baseline,
+        "tree_peak_bytes": sampler.peak_total,
+        "tree_peak_above_baseline_bytes": sampler.peak_total - sampler.baseline,
+        "tree_peak_by_kind_bytes": sampler.peak_by_kind,
+        "tree_peak_processes": sampler.peak_processes,
+        "tree_pss_baseline_bytes": sampler.baseline_pss,
+        "tree_pss_peak_above_baseline_bytes": sampler.peak_pss - sampler.baseline_pss,
+        "driver_rss_peak_in_task_bytes": task_driver_peak,
+    }
+    if args.fit:
+        report.update(in_process_fit(manifest_path, fs, manifest, args.epochs))
+        report["flow_wall_over_fit"] = wall / report["fit_s"]
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+def _ingest_on_ray() -> None:
+    """What the flow would gain by running its ingest task's call in a Ray task (Ray is
+    up by then): the flow's `ingest` task, replaced for this process only."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    import flows.retrain
+
+    def ingest_on_ray(data_url, storage_url, settings):
+        import ray
+
+        from ede.data.ingest import prepare_splits
+
+        remote = ray.remote(num_cpus=1)(prepare_splits)
+        return ray.get(remote.remote(data_url, storage_url, settings))
+
+    flows.retrain.ingest = task(ingest_on_ray, name="ingest", cache_policy=NO_CACHE)
+
+
+def in_process_fit(manifest_path: str, fs, manifest: dict, epochs: int) -> dict:
+    """`ESAD.fit` of the flow's model configuration on the flow's fit rows, in process."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from ede.pipeline.settings import base_estimator
+
+    train = manifest_path.rsplit("/", 1)[0] + "/train.parquet"
+    with fs.open(train, "rb") as f:
+        table = pq.read_table(f).slice(0, manifest["rows"]["fit"])
+    names, label = manifest["feature_names"], manifest["label_column"]
+    X = np.column_stack([table.column(c).to_numpy() for c in names]).astype(np.float32)
+    y = table.column(label).to_numpy().astype(np.int64)
+    del table
+    torch.set_num_threads(1)  # the Ray worker's setting
+    det = base_estimator(seed=0, batch_size=256, epochs=epochs)
+    started = time.perf_counter()
+    det.fit(X, y)
+    return {"fit_s": time.perf_counter() - started, "fit_rows": len(X)}
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_child(data_url: str, storage_url: str, rows: int, data_bytes: int, args, fit: bool,
+              tmp: Path) -> dict:  # fmt: skip
+    out = tmp / f"report-{rows}-{'s3' if storage_url.startswith('s3') else 'local'}.json"
+    (tmp / "ray").mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a busy, pinned core
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
+        "OMP_NUM_THREADS": "1",
+        "RAY_TMPDIR": str(tmp / "ray"),  # this run's Ray session files, apart from others'
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    cmd = [sys.executable, __file__, "--child", "--data-url", data_url, "--storage-url",
+           storage_url, "--rows", str(rows), "--data-bytes", str(data_bytes), "--epochs",
+           str(args.epochs), "--workers", str(args.workers), "--out", str(out)]  # fmt: skip
+    if fit:
+        cmd.append("--fit")
+    if args.ingest_on_ray:
+        cmd.append("--ingest-on-ray")
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    return json.loads(out.read_text())
+
+
+def parent(args: argparse.Namespace) -> list[dict]:
+    from ede.bench.score_io import loopback_s3
+
+    reports = []
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory(prefix="edeb-") as name:  # short: Ray's sockets
+            tmp = Path(name)
+            t = time.perf_counter()
+            paths = generate(tmp / "data", rows)
+            size = sum(p.stat().st_size for p in paths)
+            print(f"[{rows} rows] generated {size / 1e6:.0f} MB in "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+            reports.append(
+                run_child(str(tmp / "data"), str(tmp / "store"), rows, size, args, True, tmp)
+            )
+            print(markdown(reports[-1:]), flush=True)
+            if args.s3:
+                with loopback_s3():
+                    bucket = f"bench-{rows}"
+                    upload(paths, f"{bucket}/data")
+                    reports.append(run_child(f"s3://{bucket}/data", f"s3://{bucket}/store",
+                                             rows, size, args, False, tmp))  # fmt: skip
+                local, remote = reports[-2], reports[-1]  # the same rows: one in-process fit
+                remote["fit_s"], remote["fit_rows"] = local["fit_s"], local["fit_rows"]
+                remote["flow_wall_over_fit"] = remote["flow_wall_s"] / remote["fit_s"]
+                print(markdown(reports[-1:]), flush=True)
+    return reports
+
+
+def growth(reports: list[dict]) -> dict:
+    """Largest over smallest size, per storage: driver peak, tree peak above baseline."""
+    out = {}
+    for storage in sorted({r["storage"] for r in reports}):
+        rs = sorted((r for r in reports if r["storage"] == storage), key=lambda r: r["rows"])
+        if len(rs) >= 2:
+            lo, hi = rs[0], rs[-1]
+            out[storage] = {
+                "rows": [lo["rows"], hi["rows"]],
+                "driver_peak": hi["driver_peak_bytes"] / lo["driver_peak_bytes"],
+                "tree_above_baseline": hi["tree_peak_above_baseline_bytes"]
+                / max(lo["tree_peak_above_baseline_bytes"], 1),
+                "flow_wall": hi["flow_wall_s"] / lo["flow_wall_s"],
+            }
+    return out
+
+
+def markdown(reports: list[dict]) -> str:
+    lines = [
+        "| rows | storage | flow s | tasks s | in-process fit s | flow/fit | driver peak GiB "
+        "| (x raw) | all procs above baseline GiB, RSS (x raw) | PSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        raw = r["raw_float32_bytes"]
+        tasks = ", ".join(f"{k} {v:.1f}" for k, v in r["task_s"].items())
+        fit = f"{r['fit_s']:.1f}" if "fit_s" in r else "-"
+        ratio = f"{r['flow_wall_over_fit']:.2f}" if "fit_s" in r else "-"
+        above = r["tree_peak_above_baseline_bytes"]
+        lines.append(
+            f"| {r['rows']:,} | {r['storage']} | {r['flow_wall_s']:.1f} | {tasks}; "
+            f"rest {r['untasked_s']:.1f} | {fit} | {ratio} | {r['driver_peak_bytes'] / GIB:.2f} "
+            f"| {r['driver_peak_bytes'] / raw:.2f} | {above / GIB:.2f} ({above / raw:.2f}) "
+            f"| {r['tree_pss_peak_above_baseline_bytes'] / GIB:.2f} |"
+        )
+    for r in reports:
+        peaks = r.get("driver_rss_peak_in_task_bytes", {})
+        lines.append(
+            f"driver RSS peak per task ({r['rows']:,}, {r['storage']}): "
+            + ", ".join(f"{k} {v / GIB:.2f}" for k, v in peaks.items())
+            + f" GiB (before the flow {r['driver_baseline_bytes'] / GIB:.2f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    p.add_argument("--s3", action="store_true", help="also run on a loopback S3 server")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--json", help="write every report here")
+    p.add_argument(
+        "--ingest-on-ray",
+        action="store_true",
+        help="run the ingest task's call in a Ray task (what the flow would gain)",
+    )
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--fit", action="store_true", help=argparse.SUPPRESS)
+    for hidden in ("--data-url", "--storage-url", "--out"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    p.add_argument("--data-bytes", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        args.rows = args.rows[0]
+        child(args)
+        return
+    reports = parent(args)
+    result = {"reports": reports, "growth": growth(reports)}
+    print("\n" + markdown(reports))
+    for storage, g in result["growth"].items():
+        print(f"growth {storage} {g['rows'][0]:,} -> {g['rows'][1]:,} rows: driver peak "
+              f"x{g['driver_peak']:.2f}, all processes above baseline "
+              f"x{g['tree_above_baseline']:.2f}, flow wall x{g['flow_wall']:.2f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
