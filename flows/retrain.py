@@ -64,11 +64,14 @@ def retrain(
     target_fpr: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.01,
     min_rows: Annotated[int, Field(ge=2)] = 50,
     quantize_int8: bool = True,
+    refit: bool = True,
     seed: int = 0,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
     good as the champion on the same test rows. `trials=0` skips the search (defaults).
-    `epochs` and `batch_size` default to ESAD's validated budget (for quick runs only)."""
+    `epochs` and `batch_size` default to ESAD's validated budget (for quick runs only).
+    `refit` ships the chosen configuration fitted on every training row (validation rows
+    too), its threshold carried from the model that held them out."""
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
@@ -86,7 +89,7 @@ def retrain(
             spec = settings.search_spec(trials=trials, seed=seed)
             outcome = search_weights(prepared, layout, base, spec, scaling)
             log.info(search_line(outcome))
-        trained = train(prepared, layout, base, scaling, target_fpr, outcome)
+        trained = train(prepared, layout, base, scaling, target_fpr, outcome, refit)
         log.info(model_line(trained, target_fpr))
     quantize = "int8" if quantize_int8 else None
     meta = export(trained.out, layout.artifact_url, quantize=quantize)

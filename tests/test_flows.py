@@ -38,6 +38,16 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomal
         "manifest.json",
     }
     assert f"runs/{v1}/tune/results.parquet" in keys  # tuning results
+    # the chosen configuration refitted on every training row, threshold carried over
+    assert any(k.startswith(f"runs/{v1}/refit/") and k.endswith("state.pt") for k in keys)
+    provenance = json.loads(fs.cat_file(f"{s3_bucket}/runs/{v1}/model/provenance.json"))
+    manifest = json.loads(fs.cat_file(f"{s3_bucket}/{prepared[0].rsplit('/', 1)[0]}/manifest.json"))
+    assert provenance["validation_rows_fitted"] is True
+    assert (
+        provenance["training"]["refit_rows"]
+        == manifest["rows"]["fit"] + manifest["rows"]["validation"]
+    )
+    assert provenance["calibration"]["in_sample_level"] is not None
     # trial checkpoints, written by the trials themselves (no Ray Train run per trial)
     assert any(k.startswith(f"runs/{v1}/tune/") and k.endswith("/state.pt") for k in keys)
     for name in ("model.onnx", "metadata.json", "report.json"):

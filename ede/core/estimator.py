@@ -35,6 +35,16 @@ SCALERS = {
 }
 
 
+# Levels at which a fit records its training normals' score quantiles
+# (`train_score_quantiles_`): every percent, and a log-spaced upper tail down to 1e-5,
+# where thresholds at a target false-positive rate lie. They let a threshold chosen for one
+# fit be carried to a refit of the same configuration
+# (`ede.export.calibration.transfer_threshold`).
+TRAIN_SCORE_LEVELS = np.unique(
+    np.concatenate([np.linspace(0.0, 1.0, 101), 1.0 - np.geomspace(0.1, 1e-5, 81)])
+)
+
+
 class ESAD(BaseEstimator):
     """End-to-end deep semi-supervised anomaly detector (Huang et al., 2020).
 
@@ -188,7 +198,9 @@ class ESAD(BaseEstimator):
         self.scaler_ = scaler
         self.input_shape_ = tuple(int(s) for s in net.cfg.input_shape)
         self.n_features_in_ = int(np.prod(self.input_shape_))
-        self.threshold_ = float(np.quantile(train_scores[y == 0], 1 - self.contamination))
+        normal_scores = train_scores[y == 0]
+        self.threshold_ = float(np.quantile(normal_scores, 1 - self.contamination))
+        self.train_score_quantiles_ = np.quantile(normal_scores, TRAIN_SCORE_LEVELS)
         self.history_ = list(history)
         if feature_names is not None:  # scikit-learn's convention for DataFrame input
             self.feature_names_in_ = np.asarray(feature_names, dtype=object)

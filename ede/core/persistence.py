@@ -31,6 +31,7 @@ def save(det, path: str) -> None:
         "input_shape": list(det.input_shape_),
         "scaler": det.scaler_.to_dict(),
         "threshold": det.threshold_,
+        "train_score_quantiles": _listed(getattr(det, "train_score_quantiles_", None)),
         "feature_names": det.input_feature_names(),
         "history": det.history_,
     }
@@ -69,10 +70,16 @@ def load(cls, path: str, device: str = "cpu"):
     det.input_shape_ = tuple(meta["input_shape"])
     det.n_features_in_ = int(np.prod(det.input_shape_))
     det.threshold_ = float(meta["threshold"])
+    if meta.get("train_score_quantiles"):  # models saved before ede recorded them lack it
+        det.train_score_quantiles_ = np.asarray(meta["train_score_quantiles"], np.float64)
     det.history_ = meta["history"]
     if meta.get("feature_names") and len(det.input_shape_) == 1:
         det.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
     return det
+
+
+def _listed(values) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
 
 
 # Parameters ede once had, with the value that matches what it does now: a model saved

@@ -3,7 +3,9 @@
 `ede train --workers N` and the retraining flow share this: train on the fit rows
 (or take a finished run's checkpoint), then hand the model and the validation rows
 the network never fitted to `ede.export.model_folder.write_model_folder`, the one
-writer of the folder (and of its threshold) that training in process uses too.
+writer of the folder (and of its threshold) that training in process uses too. The
+flow then refits the chosen configuration on every training row
+(`refit_model_folder`), its threshold carried from the model that held them out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray.train
+from sklearn.base import clone
 
 from ede.core.estimator import ESAD
 from ede.distributed import cluster
@@ -34,10 +37,13 @@ class TrainedFolder:
     checkpoint: ray.train.Checkpoint
     calibration: Calibration
     out: str
+    selected: ESAD | None = None  # a refit's model of the same configuration on the fit rows
 
     @property
     def final_val_auroc(self) -> float:
-        last = self.det.history_[-1] if self.det.history_ else {}
+        """Validation AUROC at the end of training, of the model that held those rows out."""
+        history = (self.selected or self.det).history_
+        last = history[-1] if history else {}
         return float(last.get("val_auroc", float("nan")))
 
 
@@ -122,6 +128,44 @@ def model_folder_from_checkpoint(
     return _save(det, checkpoint, data, out, label_column, target_fpr, record, training)
 
 
+def refit_model_folder(
+    selected: ESAD,
+    data: PreparedData,
+    out: str,
+    scaling: Scaling,
+    run: RunSpec,
+    *,
+    label_column: str = "label",
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    record: dict[str, Any] | None = None,
+) -> TrainedFolder:
+    """`selected`'s configuration fitted again on every row of its table, fit and validation
+    rows, with the same scaler, seed and step rule: the model a user gets from `ESAD().fit`
+    on all of them. The threshold is calibrated on `selected`, which held the validation
+    rows out, and carried to the refit (`write_model_folder(calibrated_on=)`)."""
+    _check(data, target_fpr)
+    every = prepare_data(
+        data.layout.url,
+        label_column=data.layout.label_column,
+        validation_fraction=None,
+        seed=selected.seed,
+        scaling=selected.scaling,
+        scaler=selected.scaler_.to_dict(),
+    )
+    det, result = fit_distributed(clone(selected), every, scaling, run)
+    training = {
+        "workers": scaling.workers,
+        "gpu": scaling.use_gpu,
+        "checkpoint": result.path,
+        "refit_rows": every.fit_rows,
+    }
+    folder = _save(
+        det, result.checkpoint, data, out, label_column, target_fpr, record, training, selected
+    )
+    folder.selected = selected
+    return folder
+
+
 def _check(data: PreparedData, target_fpr: float) -> None:
     """Before Ray trains anything: both would fail only once the model is written."""
     check_target_fpr(target_fpr)
@@ -129,7 +173,9 @@ def _check(data: PreparedData, target_fpr: float) -> None:
         raise ValueError("no validation rows: the threshold is calibrated on them")
 
 
-def _save(det, checkpoint, data, out, label_column, target_fpr, record, training) -> TrainedFolder:
+def _save(
+    det, checkpoint, data, out, label_column, target_fpr, record, training, calibrated_on=None
+) -> TrainedFolder:
     record = dict(record or {})
     record["data"] = {
         **record.get("data", {}),
@@ -146,5 +192,6 @@ def _save(det, checkpoint, data, out, label_column, target_fpr, record, training
         label_column=label_column,
         target_fpr=target_fpr,
         record={**record, "training": training},
+        calibrated_on=calibrated_on,
     )
     return TrainedFolder(det, checkpoint, cal, out)

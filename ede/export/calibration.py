@@ -9,11 +9,21 @@ target rate f, allow m = floor(f * n) false positives; the threshold is the
 (m+1)-th highest normal score, so at most m normals score strictly above it
 (`is_anomaly = score > threshold`; realised FPR <= f, ties lower it). The
 resolution is 1 / n: with f * n < 1 the threshold is the highest normal score.
+
+Refit (`transfer_threshold`): the model that ships may be refitted on every training
+row once the configuration is chosen, so no row is left that it never fitted. Its
+threshold is then carried over from the model the rule above calibrated, fitted on
+fewer rows with the same configuration: the calibrated threshold sits at level q of
+that model's training normals' scores (its `train_score_quantiles_`), and the refit's
+threshold is its own training normals' quantile at the same level q. Both models
+overfit their training rows alike, so the in-sample level that held out-of-sample
+rate f for the one holds it, approximately, for the other (a threshold above every
+training score carries over as a ratio to the highest one).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -29,6 +39,8 @@ class Calibration:
     n_normals: int
     allowed_false_positives: int
     method: str = "validation_normals_quantile"
+    in_sample_level: float | None = None  # `transfer_threshold`: the level carried over
+    calibrated_threshold: float | None = None  # ... and the threshold it was calibrated at
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +61,26 @@ def calibrate_threshold(
         target_fpr=float(target_fpr),
         n_normals=int(len(normal)),
         allowed_false_positives=m,
+    )
+
+
+def transfer_threshold(
+    cal: Calibration, levels: np.ndarray, calibrated: np.ndarray, refit: np.ndarray
+) -> Calibration:
+    """`cal` (calibrated for the model whose training-score quantiles at `levels` are
+    `calibrated`) carried to the refit, whose quantiles at the same levels are `refit`."""
+    levels, calibrated, refit = (np.asarray(a, np.float64) for a in (levels, calibrated, refit))
+    if cal.threshold > calibrated[-1]:
+        level, threshold = 1.0, refit[-1] * cal.threshold / max(calibrated[-1], 1e-12)
+    else:
+        level = float(np.interp(cal.threshold, calibrated, levels))
+        threshold = float(np.interp(level, levels, refit))
+    return replace(
+        cal,
+        threshold=float(threshold),
+        method="validation_normals_quantile, carried to the refit at its in-sample level",
+        in_sample_level=level,
+        calibrated_threshold=cal.threshold,
     )
 
 

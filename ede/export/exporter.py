@@ -49,7 +49,7 @@ from ede.export.onnx_graph import (
     to_onnx,
     with_props,
 )
-from ede.storage import remove, write_bytes_atomic, write_json
+from ede.storage import remove, shown_url, write_bytes_atomic, write_json
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
@@ -124,6 +124,8 @@ def export(
         "calibration": {**cal.to_dict(), "threshold": threshold},
         "training": {"params": det.get_params()},
         "metrics": metrics,
+        # a refit fitted its validation rows: the metrics above are then in-sample
+        "validation_rows_fitted": bool((provenance or {}).get("validation_rows_fitted")),
         "parity": {"max_rel_diff": rel, "tolerance": PARITY_TOLERANCE, "n_rows": len(X_val)},
         "data": {"validation_rows_sha256": rows_sha256(X_val, y_val), **_data(provenance)},
         "exporter": {"name": exporter, "torch": torch.__version__, **runtime_versions()},
@@ -185,6 +187,11 @@ def export_folder(
     """
     _check_quantize(quantize)  # before the slow loads
     folder = read_model_folder(model)
+    if folder.validation_rows_fitted and target_fpr is not None and validation is None:
+        raise ValueError(
+            f"{shown_url(model)}: this model was refitted on its validation rows, so they "
+            "cannot calibrate a new threshold; pass --validation with held-out rows"
+        )
     X_val, y_val = folder.validation_rows(validation)
     kept = folder.calibration if target_fpr is None and validation is None else None
     return export(
@@ -209,7 +216,12 @@ def summary_lines(meta: dict, out: str) -> list[str]:
         f"{parity['n_rows']} validation rows",
         f"threshold {meta['threshold']:.6g} at target FPR {cal['target_fpr']:g} "
         f"({cal['n_normals']} validation normals); validation FPR {_fmt(val['fpr'])}, "
-        f"TPR {_fmt(val['tpr'])}, AUROC {_fmt(val['auroc'])}",
+        f"TPR {_fmt(val['tpr'])}, AUROC {_fmt(val['auroc'])}"
+        + (
+            " (in-sample: the refit fitted these rows)"
+            if meta.get("validation_rows_fitted")
+            else ""
+        ),
     ]
     if INT8_FILE in meta["files"]:
         q = meta["files"][INT8_FILE]

@@ -1,7 +1,8 @@
 """The model folder: what training (in process or on Ray) hands to `ede export`.
 
     validation.parquet   the rows held out of fitting, with their labels
-    provenance.json      the data's source and fingerprint, the split, the calibration
+    provenance.json      the data's source and fingerprint, the split, the calibration,
+                         and whether the model was refitted on the validation rows
     weights.pt, esad.json  the fitted ESAD (`ESAD.save`); esad.json, written last,
                          marks a complete folder
 
@@ -10,7 +11,10 @@ is calibrated here, once, on validation rows the network never fitted, at a targ
 false-positive rate; esad.json carries it, provenance.json records how it was
 chosen, and `ede export` bakes that threshold into the graph instead of choosing
 again. The validation rows stay so the export can check parity and report metrics
-on unseen rows.
+on unseen rows; a refit (the retraining flow's final model, fitted on every training
+row once its configuration is chosen) has fitted them, and says so
+(`validation_rows_fitted`): its metrics there are in-sample, and it is recalibrated
+only on other held-out rows.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.core.estimator import ESAD
+from ede.core.estimator import ESAD, TRAIN_SCORE_LEVELS
 from ede.data.tables import IMAGE_COLUMN, read_labelled_rows
-from ede.export.calibration import DEFAULT_TARGET_FPR, Calibration, calibrate_threshold
+from ede.export.calibration import (
+    DEFAULT_TARGET_FPR,
+    Calibration,
+    calibrate_threshold,
+    transfer_threshold,
+)
 from ede.storage import join, read_json, shown_url, write_bytes_atomic, write_json
 
 VALIDATION_FILE, PROVENANCE_FILE = "validation.parquet", "provenance.json"
@@ -48,22 +57,40 @@ def write_model_folder(
     label_column: str = "label",
     target_fpr: float = DEFAULT_TARGET_FPR,
     record: dict[str, Any] | None = None,
+    calibrated_on: ESAD | None = None,
 ) -> Calibration:
     """Calibrate `det`'s threshold on its validation rows and write the folder under `out`.
 
     `record` is the caller's part of provenance.json (data source and fingerprint, split,
-    training); the label column and the calibration are the writer's.
+    training); the label column and the calibration are the writer's. `calibrated_on`:
+    `det` is a refit of that model's configuration on its fit rows and these validation
+    rows, so the threshold is calibrated on that model, which never fitted them, and
+    carried to `det` (`ede.export.calibration.transfer_threshold`).
     """
     check_target_fpr(target_fpr)
     table = _validation_table(X_val, y_val, feature_names, label_column)  # a clash: no write
     rows = pd.DataFrame(X_val, columns=feature_names) if X_val.ndim == 2 else X_val
-    scores = det.decision_function(rows).astype(np.float32)
-    cal = calibrate_threshold(scores, y_val, target_fpr)
+    held_out = det if calibrated_on is None else calibrated_on
+    cal = calibrate_threshold(
+        held_out.decision_function(rows).astype(np.float32), y_val, target_fpr
+    )
+    if calibrated_on is not None:
+        cal = transfer_threshold(
+            cal,
+            TRAIN_SCORE_LEVELS,
+            calibrated_on.train_score_quantiles_,
+            det.train_score_quantiles_,
+        )
     det.threshold_ = cal.threshold
     buf = io.BytesIO()
     pq.write_table(table, buf)
     write_bytes_atomic(join(out, VALIDATION_FILE), buf.getvalue())
-    provenance = {**(record or {}), "label_column": label_column, "calibration": cal.to_dict()}
+    provenance = {
+        **(record or {}),
+        "label_column": label_column,
+        "calibration": cal.to_dict(),
+        "validation_rows_fitted": calibrated_on is not None,
+    }
     write_json(join(out, PROVENANCE_FILE), provenance)
     det.save(out)  # last: esad.json marks the folder complete
     return cal
@@ -103,6 +130,11 @@ class ModelFolder:
         """The threshold's calibration when the folder was written; None without one."""
         cal = self.provenance.get("calibration")
         return Calibration(**cal) if cal else None
+
+    @property
+    def validation_rows_fitted(self) -> bool:
+        """True for a refit: its validation rows are training rows, no longer held out."""
+        return bool(self.provenance.get("validation_rows_fitted", False))
 
     @property
     def target_fpr(self) -> float:
