@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo bench-odds bench-pipeline-odds bench-digits clean
+.PHONY: install test lint demo bench-odds bench-pipeline-odds bench-pipeline bench-digits clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench-odds: $(STAMP)
 bench-pipeline-odds: $(STAMP)
 	$(PY) benchmarks/pipeline_odds.py --data-dir ../shared/data/odds --seeds 5 --gamma-l 0.05 --json bench-pipeline-odds-0.05.json
 	$(PY) benchmarks/pipeline_odds.py --data-dir ../shared/data/odds --seeds 5 --gamma-l 0.01 --json bench-pipeline-odds-0.01.json
+
+# The retraining flow's cost as the table grows: generated 1M- and 4M-row tables, local
+# storage and the loopback S3 server; time per task, driver and process-tree peaks.
+bench-pipeline: $(STAMP)
+	$(PY) benchmarks/pipeline_rows.py --rows 1000000 4000000 --s3 --json bench-pipeline.json
 
 bench-digits: $(STAMP)
 	$(VENV)/bin/ede bench digits --json bench-digits.json

@@ -39,7 +39,15 @@ PIPELINE = "esad_pipeline"
 # The in-process rows beside the pipeline: ESAD's defaults and the peers (ae_ablation on demand).
 DEFAULT_METHODS = ("esad", "deepsad_deepod", "iforest", "hgb_supervised", "catboost_supervised")
 # The flow parameters the report records, as the flow declares them today.
-FLOW_KNOBS = ("trials", "epochs", "batch_size", "workers", "validation_fraction", "target_fpr")
+FLOW_KNOBS = (
+    "trials",
+    "epochs",
+    "batch_size",
+    "workers",
+    "validation_fraction",
+    "target_fpr",
+    "refit",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -270,3 +270,66 @@ def test_crashed_worker_resumes_from_latest_checkpoint(ray_cluster, write_anomal
     after = [e for kind, e in events[starts[1] :] if kind == "epoch"]
     assert before == list(range(at)) and after == list(range(restored + 1, epochs)), events
     assert result.checkpoint is not None
+
+
+class DieOnce:
+    """Validation rows that kill their process (as an OOM kill or a lost node would) the
+    `at`-th time they are read, once; every read is logged."""
+
+    def __init__(self, rows, log: str, marker: str, at: int):
+        self.rows, self.log, self.marker, self.at = rows, Path(log), Path(marker), at
+
+    def __iter__(self):
+        with self.log.open("a") as f:
+            f.write("read\n")
+        if len(self.log.read_text().split()) == self.at and not self.marker.exists():
+            self.marker.touch()
+            import os
+
+            os._exit(1)
+        return iter(self.rows)
+
+
+def test_one_worker_runs_as_a_task_that_trains_as_in_process_and_resumes(
+    ray_cluster, s3_bucket, write_anomaly_table, tmp_path
+):
+    """`Scaling(workers=1)`: one Ray task, no worker group. Its weights are the in-process
+    `ESAD.fit`'s on the same rows (one thread each); its checkpoints land on S3 in Ray
+    Train's layout, the last `keep_checkpoints` of them; a process that dies mid-run is
+    retried and resumes from the latest checkpoint (every 5th report), not from scratch."""
+    import torch
+
+    from ede.distributed.task_run import complete_checkpoints, train_in_task
+
+    url = write_anomaly_table(f"{s3_bucket}/data/t.parquet")
+    storage = cluster.storage_path(f"{s3_bucket}/ray")
+    data = dt.prepare_data(url, validation_fraction=0.2, seed=0)
+    det = _esad(epochs=7)
+    run = dt.RunSpec(storage, name="task", keep_checkpoints=1)
+    fitted, result = dt.fit_distributed(det, data, cluster.Scaling(workers=1), run)
+    assert complete_checkpoints(result.path) == [result.checkpoint.path]  # keep 1
+    assert result.checkpoint.path.endswith("/task/checkpoint_000007")
+    X, y = dt.read_rows(data.layout, np.setdiff1d(np.arange(data.layout.n_rows), data.val_rows))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = _esad(epochs=7).fit(X, y)
+    finally:
+        torch.set_num_threads(threads)
+    for k, v in local.net_.state_dict().items():
+        assert torch.equal(v, fitted.net_.state_dict()[k]), k
+    assert fitted.threshold_ == local.threshold_
+
+    epochs, at = 12, 8  # dies at the 8th report: resumes after the 5th
+    config = data.worker_config(_esad(epochs=epochs))
+    log, marker = tmp_path / "reads.txt", tmp_path / "died"
+    config["validation"] = DieOnce(tuple(config["validation"]), str(log), str(marker), at)
+    again = train_in_task(config, f"{storage}/crash", cpus=1, gpu=False, keep=None, retries=1)
+    assert marker.exists()
+    assert len(log.read_text().split()) == at + (epochs - 5)  # not at + epochs: resumed
+    names = [u.rsplit("/", 1)[-1] for u in complete_checkpoints(f"{storage}/crash")]
+    assert names == ["checkpoint_000005", "checkpoint_000010", "checkpoint_000012"]
+    history = json.loads(s3fs.S3FileSystem().cat_file(f"{again.checkpoint.path}/meta.json"))[
+        "history"
+    ]
+    assert [m["epoch"] for m in history] == list(range(epochs))

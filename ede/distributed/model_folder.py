@@ -23,6 +23,7 @@ from ede.distributed.trainer import (
     PreparedData,
     RunSpec,
     estimator_from_checkpoint,
+    every_row,
     fit_distributed,
     prepare_data,
 )
@@ -144,14 +145,7 @@ def refit_model_folder(
     on all of them. The threshold is calibrated on `selected`, which held the validation
     rows out, and carried to the refit (`write_model_folder(calibrated_on=)`)."""
     _check(data, target_fpr)
-    every = prepare_data(
-        data.layout.url,
-        label_column=data.layout.label_column,
-        validation_fraction=None,
-        seed=selected.seed,
-        scaling=selected.scaling,
-        scaler=selected.scaler_.to_dict(),
-    )
+    every = every_row(data)
     det, result = fit_distributed(clone(selected), every, scaling, run)
     training = {
         "workers": scaling.workers,

@@ -34,7 +34,8 @@ from ede.data.shard_scaler import fit_scaler, footer_scaler
 from ede.data.shards import ParquetShard, ValidationRows, split_rows
 from ede.distributed.cluster import Scaling
 from ede.distributed.runtime import RayRuntime, load_checkpoint
-from ede.storage import shown_url
+from ede.distributed.task_run import train_in_task
+from ede.storage import join, shown_url
 
 
 def train_func(config: dict[str, Any], runtime: Any = None) -> None:
@@ -188,6 +189,17 @@ def prepare_data(
     return PreparedData(layout, fitted, n - len(val), val, y_val)
 
 
+def every_row(data: PreparedData) -> PreparedData:
+    """`data`'s table with no row held out, scaled as `data` is: what a refit of the chosen
+    configuration trains on (the fit rows and the validation rows it was chosen on)."""
+    return prepare_data(
+        data.layout.url,
+        label_column=data.layout.label_column,
+        validation_fraction=None,
+        scaler=data.scaler.to_dict(),
+    )
+
+
 # ----------------------------------------------------------------------------- fit
 
 
@@ -197,7 +209,8 @@ def fit_distributed(
     scaling: Scaling,
     run: RunSpec,
 ) -> tuple[ESAD, ray.train.Result]:
-    """Train `det`'s configuration on Ray Train; returns the fitted estimator and Ray's result.
+    """Train `det`'s configuration on Ray (Ray Train for several workers, one task for one);
+    returns the fitted estimator and the run's result (`.checkpoint`, `.path`).
 
     The score scales and training threshold are computed on the driver in a streaming
     pass over the fit rows, as `ESAD.fit` computes them in memory.
@@ -205,7 +218,18 @@ def fit_distributed(
     det._check_params()
     scaling.check()
     scaling.check_cluster()
-    result = make_trainer(data.worker_config(det), scaling, run).fit()
+    config = data.worker_config(det)
+    if scaling.workers == 1:  # one process: a task, not a worker group (ede.distributed.task_run)
+        result = train_in_task(
+            config,
+            join(run.storage, run.name),
+            cpus=scaling.cpus_per_worker,
+            gpu=scaling.use_gpu,
+            keep=run.keep_checkpoints,
+            retries=run.max_failures,
+        )
+    else:
+        result = make_trainer(config, scaling, run).fit()
     return estimator_from_checkpoint(det, result.checkpoint, data), result
 
 

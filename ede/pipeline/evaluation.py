@@ -1,7 +1,9 @@
 """Candidate against champion, judged on the same held-out test rows.
 
 The promotion rule is only fair when both models see identical rows through the
-graphs that ship, so both are scored on this run's `test.parquet` via onnxruntime.
+graphs that ship, so both are scored on this run's `test.parquet` via onnxruntime,
+in one streaming pass over it (`ede.scoring.evaluation.evaluate_artifacts`): the
+test split is read once, a batch at a time, not whole once per model.
 A champion that cannot read these rows (a changed schema, a missing file) is not a
 reason to fail the run: its error is recorded and the rule decides with it.
 """
@@ -11,22 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from ede.data.ingest import PreparedSplits
-from ede.scoring.evaluation import evaluate_artifact
+from ede.scoring.evaluation import evaluate_artifacts
 
 
 def compare_on_test(
     artifact_url: str, prepared: PreparedSplits, champion: dict[str, Any] | None
 ) -> dict[str, Any]:
     """{"candidate": metrics, "champion": metrics or None, "champion_error": str or None}."""
-    test, label = prepared.test_url, prepared.label_column
-    out: dict[str, Any] = {
-        "candidate": evaluate_artifact(artifact_url, test, label_column=label),
-        "champion": None,
-        "champion_error": None,
-    }
+    urls = [artifact_url] if champion is None else [artifact_url, champion["url"]]
+    # required=1: the candidate's errors raise; the champion's come back in its place
+    results = evaluate_artifacts(
+        urls, prepared.test_url, label_column=prepared.label_column, required=1
+    )
+    out: dict[str, Any] = {"candidate": results[0], "champion": None, "champion_error": None}
     if champion is not None:
-        try:
-            out["champion"] = evaluate_artifact(champion["url"], test, label_column=label)
-        except (ValueError, FileNotFoundError) as exc:
-            out["champion_error"] = str(exc)
+        if isinstance(results[1], Exception):
+            out["champion_error"] = str(results[1])
+        else:
+            out["champion"] = results[1]
     return out

@@ -86,11 +86,12 @@ def list_inputs(url: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
     return afs, [(p, shown_path(fs, p)) for p in paths]
 
 
-def _format(path: str) -> str | None:
+def table_format(path: str) -> str:
+    """pyarrow's format for a path: by its suffix, else Parquet (what ede itself writes)."""
     for suffix, fmt in FORMATS.items():
         if path.lower().endswith(suffix):
             return fmt
-    return None
+    return "parquet"
 
 
 def _stem(path: str) -> str:
@@ -124,7 +125,7 @@ def plan(
     jobs, skipped, seen, unused = [], 0, {}, set()
     sources = {shown for _, shown in inputs}
     for path, shown in inputs:
-        fmt = _format(path) or "parquet"
+        fmt = table_format(path)
         schema, rows = inspect(afs_in, path, shown, fmt)
         passthrough = check_schema(schema, spec, shown, id_columns)
         unused.update(n for n in schema.names if n not in spec.inputs)

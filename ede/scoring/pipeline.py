@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +65,13 @@ class _Reader(threading.Thread):
         try:
             for i, job in enumerate(self.jobs):
                 done = 0
-                for batch in _reading(self._batches(job), job):
+                columns = self.spec.inputs + [
+                    c for c in job.passthrough if c not in self.spec.inputs
+                ]
+                read = record_batches(
+                    self.afs, job.source, job.shown, job.fmt, columns, self.batch_size
+                )
+                for batch in read:
                     if batch.num_rows:
                         X = model_input(batch, self.spec, job.shown, done)
                         if not _put(self.q, (i, batch, X), self._alive):
@@ -79,25 +85,25 @@ class _Reader(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             _put(self.q, exc, self._alive)
 
-    def _batches(self, job: Job):
-        """Parquet one row group at a time: pyarrow pre-buffers (coalesces) the reads of what
-        one scan covers, which on S3 is ~10x faster than a request per column chunk, but a
-        whole-file scan then holds the whole file (peak RSS grew with file size)."""
-        dataset = ds.dataset(job.source, format=job.fmt, filesystem=self.afs)
-        columns = self.spec.inputs + [c for c in job.passthrough if c not in self.spec.inputs]
-        if job.fmt != "parquet":
-            yield from dataset.to_batches(columns=columns, batch_size=self.batch_size)
+
+def record_batches(
+    afs, source: str, shown: str, fmt: str, columns: list[str], batch_size: int
+) -> Iterator[pa.RecordBatch]:
+    """`columns` of one table in batches of at most `batch_size` rows; a read error is one
+    ValueError naming the file. Parquet one row group at a time: pyarrow pre-buffers
+    (coalesces) the reads of what one scan covers, which on S3 is ~10x faster than a
+    request per column chunk, but a whole-file scan then holds the whole file (peak RSS
+    grew with file size)."""
+    try:
+        dataset = ds.dataset(source, format=fmt, filesystem=afs)
+        if fmt != "parquet":
+            yield from dataset.to_batches(columns=columns, batch_size=batch_size)
             return
         for fragment in dataset.get_fragments():
             for part in fragment.split_by_row_group():
-                yield from part.to_batches(columns=columns, batch_size=self.batch_size)
-
-
-def _reading(batches, job: Job):
-    try:
-        yield from batches
+                yield from part.to_batches(columns=columns, batch_size=batch_size)
     except pa.ArrowException as exc:
-        raise ValueError(f"{job.shown}: cannot read as {job.fmt}: {_first_line(exc)}") from None
+        raise ValueError(f"{shown}: cannot read as {fmt}: {_first_line(exc)}") from None
 
 
 class _Writer(threading.Thread):
