@@ -17,11 +17,10 @@ from ede import ESAD
 from ede.core.metrics import evaluate
 from ede.data.ingest import PreparedSplits
 from ede.data.tables import IMAGE_COLUMN, read_labelled_rows
-from ede.export.artifact import MODEL_FILE, read_model, session
+from ede.export.artifact import MODEL_FILE, infer, read_model, session
 from ede.export.exporter import export
 from ede.pipeline.evaluation import compare_on_test
 from ede.scoring.evaluation import evaluate_artifact, evaluate_artifacts
-from ede.scoring.pipeline import infer
 
 D = 20
 NAMES = [f"f{j}" for j in range(D)]

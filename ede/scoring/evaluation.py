@@ -34,10 +34,10 @@ import pyarrow as pa
 from ede.core.checks import check_labels
 from ede.core.metrics import evaluate
 from ede.data.listing import arrow_fs
-from ede.export.artifact import read_model, session
+from ede.export.artifact import infer, read_model, session
 from ede.scoring.batch import DEFAULT_BATCH_SIZE, table_format
 from ede.scoring.inputs import Spec, check_schema, inspect, model_input
-from ede.scoring.pipeline import infer, record_batches
+from ede.scoring.pipeline import record_batches
 from ede.storage import shown_url
 
 ARTIFACT_ERRORS = (ValueError, FileNotFoundError)  # an artifact cannot score these rows

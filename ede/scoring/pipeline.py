@@ -15,16 +15,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ede.export.artifact import INPUT_NAME, OUTPUT_NAMES
+from ede.export.artifact import infer
 from ede.scoring.inputs import Spec, _first_line, model_input
 
 TMP_PREFIX = "_ede-tmp-"
-INFERENCE_ROWS = 4096  # rows per onnxruntime call (see infer)
 _DONE, _ABORT = object(), object()  # queue sentinels
 Progress = Callable[[int, int, bool], None]  # (file index, rows written in it, committed)
 
@@ -214,18 +212,6 @@ def run_jobs(
     if writer.error is not None:
         raise writer.error
     return rows, anomalies
-
-
-def infer(sess, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score in slices of INFERENCE_ROWS: a 64k-row batch's activations overflow the caches
-    and run at about half the rows/s of 4k-row slices (measured: `ede bench score`)."""
-    if len(X) <= INFERENCE_ROWS:
-        return sess.run(list(OUTPUT_NAMES), {INPUT_NAME: X})
-    parts = [
-        sess.run(list(OUTPUT_NAMES), {INPUT_NAME: X[i : i + INFERENCE_ROWS]})
-        for i in range(0, len(X), INFERENCE_ROWS)
-    ]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _get(q: queue.Queue, writer: _Writer):
