@@ -63,7 +63,7 @@ def train_model_folder(
 
     `record` adds to provenance.json (e.g. the data's source and fingerprint).
     """
-    _check(data, target_fpr)
+    check_calibration_rows(data, target_fpr)
     det, result = fit_distributed(det, data, scaling, run)
     training = {"workers": scaling.workers, "gpu": scaling.use_gpu, "checkpoint": result.path}
     return _save(det, result.checkpoint, data, out, label_column, target_fpr, record, training)
@@ -123,7 +123,7 @@ def model_folder_from_checkpoint(
 ) -> TrainedFolder:
     """The model folder of a finished run, e.g. a search's best trial, without training again:
     that trial already trained the winning configuration on the same rows, budget and seed."""
-    _check(data, target_fpr)
+    check_calibration_rows(data, target_fpr)
     det = estimator_from_checkpoint(det, checkpoint, data)
     training = {"checkpoint": checkpoint.path}
     return _save(det, checkpoint, data, out, label_column, target_fpr, record, training)
@@ -144,7 +144,7 @@ def refit_model_folder(
     rows, with the same scaler, seed and step rule: the model a user gets from `ESAD().fit`
     on all of them. The threshold is calibrated on `selected`, which held the validation
     rows out, and carried to the refit (`write_model_folder(calibrated_on=)`)."""
-    _check(data, target_fpr)
+    check_calibration_rows(data, target_fpr)
     every = every_row(data)
     det, result = fit_distributed(clone(selected), every, scaling, run)
     training = {
@@ -153,15 +153,14 @@ def refit_model_folder(
         "checkpoint": result.path,
         "refit_rows": every.fit_rows,
     }
-    folder = _save(
+    return _save(
         det, result.checkpoint, data, out, label_column, target_fpr, record, training, selected
     )
-    folder.selected = selected
-    return folder
 
 
-def _check(data: PreparedData, target_fpr: float) -> None:
-    """Before Ray trains anything: both would fail only once the model is written."""
+def check_calibration_rows(data: PreparedData, target_fpr: float) -> None:
+    """Before Ray trains anything (callers that train before handing over, as the flow's
+    refit does, call it first too): both would fail only once the model is written."""
     check_target_fpr(target_fpr)
     if len(data.y_val) == 0:
         raise ValueError("no validation rows: the threshold is calibrated on them")
@@ -188,4 +187,4 @@ def _save(
         record={**record, "training": training},
         calibrated_on=calibrated_on,
     )
-    return TrainedFolder(det, checkpoint, cal, out)
+    return TrainedFolder(det, checkpoint, cal, out, selected=calibrated_on)

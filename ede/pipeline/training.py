@@ -19,6 +19,7 @@ from ede.distributed import cluster
 from ede.distributed import trainer as dt
 from ede.distributed.model_folder import (
     TrainedFolder,
+    check_calibration_rows,
     model_folder_from_checkpoint,
     refit_model_folder,
     train_model_folder,
@@ -95,6 +96,7 @@ def final_model(
         run = dt.RunSpec(storage, name="train")
         if not refit:
             return train_model_folder(det, data, layout.model_url, scaling, run, **common)
+        check_calibration_rows(data, target_fpr)  # before the first of two trainings
         selected, _ = dt.fit_distributed(det, data, scaling, run)
     refit_run = dt.RunSpec(storage, name="refit")
     return refit_model_folder(selected, data, layout.model_url, scaling, refit_run, **common)
