@@ -23,9 +23,9 @@ local storage (and, with `--s3`, on moto's S3 server in a child process,
 - the ratios: flow wall / in-process fit, peaks / raw float32 size, and the
   growth of each peak between the smallest and the largest size.
 
-`--ingest-on-ray` replaces the flow's ingest task, in the measured process only, by
-one that runs the same `prepare_splits` call in a Ray task (Ray is up by then):
-what the flow would gain by keeping that whole-table pass out of its process.
+Every step of the flow runs in a Ray task (`ede.pipeline.steps`), so the driver's
+peak is Prefect's and Ray's client's; the report lists which of torch, onnxruntime
+and onnx the driver imported (none, by design).
 
 The table is generated in this (parent) process, chunk by chunk, and the S3
 server is this process's child too, so neither counts in the measured tree. The
@@ -122,9 +122,6 @@ def child(args: argparse.Namespace) -> None:
 
     from flows.retrain import retrain  # the flow and everything it imports: the baseline
 
-    if args.ingest_on_ray:
-        _ingest_on_ray()
-
     with TreeSampler() as sampler:
         driver_before = sampler._rss_total()[3]
         started = time.perf_counter()
@@ -140,6 +137,7 @@ def child(args: argparse.Namespace) -> None:
         wall = time.perf_counter() - started
     summary = state.result()
     driver_peak = vm_hwm()
+    driver_modules = sorted(m for m in ("torch", "onnxruntime", "onnx") if m in sys.modules)
     windows = task_windows(state.state_details.flow_run_id)
     tasks = {k: end - start for k, (start, end) in windows.items()}
     task_driver_peak = {k: sampler.driver_peak_between(*w) for k, w in windows.items()}
@@ -150,7 +148,6 @@ def child(args: argparse.Namespace) -> None:
     report = {
         "rows": args.rows,
         "storage": "s3" if args.storage_url.startswith("s3://") else "local",
-        "ingest_on_ray": bool(args.ingest_on_ray),
         "refit": bool(args.refit),
         "features": FEATURES,
         "raw_float32_bytes": args.rows * FEATURES * 4,
@@ -170,30 +167,12 @@ def child(args: argparse.Namespace) -> None:
         "tree_pss_baseline_bytes": sampler.baseline_pss,
         "tree_pss_peak_above_baseline_bytes": sampler.peak_pss - sampler.baseline_pss,
         "driver_rss_peak_in_task_bytes": task_driver_peak,
+        "driver_imported": driver_modules,  # of torch, onnxruntime, onnx: none, by design
     }
     if args.fit:
         report.update(in_process_fit(manifest_path, fs, manifest, args.epochs))
         report["flow_wall_over_fit"] = wall / report["fit_s"]
     Path(args.out).write_text(json.dumps(report, indent=2))
-
-
-def _ingest_on_ray() -> None:
-    """What the flow would gain by running its ingest task's call in a Ray task (Ray is
-    up by then): the flow's `ingest` task, replaced for this process only."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-
-    import flows.retrain
-
-    def ingest_on_ray(data_url, storage_url, settings):
-        import ray
-
-        from ede.data.ingest import prepare_splits
-
-        remote = ray.remote(num_cpus=1)(prepare_splits)
-        return ray.get(remote.remote(data_url, storage_url, settings))
-
-    flows.retrain.ingest = task(ingest_on_ray, name="ingest", cache_policy=NO_CACHE)
 
 
 def in_process_fit(manifest_path: str, fs, manifest: dict, epochs: int) -> dict:
@@ -240,8 +219,6 @@ def run_child(data_url: str, storage_url: str, rows: int, data_bytes: int, args,
            str(args.epochs), "--workers", str(args.workers), "--out", str(out)]  # fmt: skip
     if fit:
         cmd.append("--fit")
-    if args.ingest_on_ray:
-        cmd.append("--ingest-on-ray")
     if args.refit:
         cmd.append("--refit")
     subprocess.run(cmd, check=True, env=env, cwd=REPO)
@@ -329,11 +306,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--json", help="write every report here")
-    p.add_argument(
-        "--ingest-on-ray",
-        action="store_true",
-        help="run the ingest task's call in a Ray task (what the flow would gain)",
-    )
     p.add_argument(
         "--refit",
         action="store_true",

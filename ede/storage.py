@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,12 @@ def shown_url(url: str) -> str:
 
 def join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names])
+
+
+def absolute(url: str) -> str:
+    """A local path made absolute; a URL with a scheme as it is. Ray runs tasks and workers
+    in folders of their own, where a path relative to the caller's names nothing."""
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
 """Scheduled retraining: data in object storage -> search -> train -> export -> promote.
 
-Each task is one ede library call and carries the retry policy that call
+Each task is one ede library step and carries the retry policy that step
 deserves; the flow only composes them and publishes what the library
 renders. Storage layout: `ede.pipeline.layout`. Nothing reaches `models/` until
 every step before `promote` has succeeded, so a failed run publishes nothing.
-RAY_ADDRESS joins a Ray cluster, else Ray starts locally once for the run;
+RAY_ADDRESS joins a Ray cluster, else Ray starts locally once for the run, and
+every step runs there (`ede.pipeline.steps`);
 AWS_* / AWS_ENDPOINT_URL point s3:// at S3 or MinIO.
 """
 
@@ -18,11 +19,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from ede.data.ingest import SplitSettings, prepare_splits
+from ede.data.ingest import SplitSettings
 from ede.distributed import cluster
 from ede.export import registry
-from ede.export.exporter import export_folder
-from ede.pipeline import evaluation, settings, training
+from ede.pipeline import steps
 from ede.pipeline.layout import RunLayout
 from ede.pipeline.markdown import (
     model_line,
@@ -32,18 +32,18 @@ from ede.pipeline.markdown import (
     tuning_rows,
 )
 from ede.pipeline.report import run_report, run_summary
-from ede.storage import shown_url
+from ede.pipeline.settings import Budget
+from ede.storage import absolute, shown_url
 from flows.io_retries import STORAGE_RETRIES
 from flows.params import Fraction, ModelName, PositiveInt
 
-# Each task is one library call; storage tasks retry transient errors (flows.io_retries).
-ingest = task(prepare_splits, name="ingest", cache_policy=NO_CACHE, **STORAGE_RETRIES)
-search_weights = task(training.search_weights, name="search", cache_policy=NO_CACHE)
-train = task(training.final_model, name="train", cache_policy=NO_CACHE)
-export = task(export_folder, name="export", cache_policy=NO_CACHE, **STORAGE_RETRIES)
-evaluate = task(
-    evaluation.compare_on_test, name="evaluate", cache_policy=NO_CACHE, **STORAGE_RETRIES
-)
+# Each task is one library step, run on Ray (ede.pipeline.steps: this process holds no
+# table and no model); storage tasks retry transient errors (flows.io_retries).
+ingest = task(steps.ingest, name="ingest", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+search_weights = task(steps.search, name="search", cache_policy=NO_CACHE)
+train = task(steps.train, name="train", cache_policy=NO_CACHE)
+export = task(steps.export, name="export", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+evaluate = task(steps.evaluate, name="evaluate", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 promote = task(registry.promote, name="promote", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 
 
@@ -65,13 +65,16 @@ def retrain(
     min_rows: Annotated[int, Field(ge=2)] = 50,
     quantize_int8: bool = True,
     refit: bool = True,
+    allow_schema_change: bool = False,
     seed: int = 0,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
     good as the champion on the same test rows. `trials=0` skips the search (defaults).
     `epochs` and `batch_size` default to ESAD's validated budget (for quick runs only).
     `refit` ships the chosen configuration fitted on every training row (validation rows
-    too), its threshold carried from the model that held them out."""
+    too), its threshold carried from the model that held them out. A model whose features
+    differ from the champion's is published but not promoted unless `allow_schema_change`."""
+    data_url, storage_url = absolute(data_url), absolute(storage_url)  # the steps run on Ray
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
@@ -79,23 +82,32 @@ def retrain(
     champion = registry.read_champion(layout.models_url, name)
     started = time.perf_counter()
     log = get_run_logger()
-    with cluster.ray_session():
+    with cluster.ray_session(train_v2=scaling.workers > 1):
         scaling.check_cluster()
         prepared = ingest(data_url, layout.storage, split)
         log.info(prepared_line(prepared))
-        base = settings.base_estimator(seed=seed, batch_size=batch_size, epochs=epochs)
+        budget = Budget(seed=seed, batch_size=batch_size, epochs=epochs)
         outcome = None
         if trials:
-            spec = settings.search_spec(trials=trials, seed=seed)
-            outcome = search_weights(prepared, layout, base, spec, scaling)
+            outcome = search_weights(prepared, layout, budget, trials, scaling)
             log.info(search_line(outcome))
-        trained = train(prepared, layout, base, scaling, target_fpr, outcome, refit)
+        trained = train(prepared, layout, budget, scaling, target_fpr, outcome, refit)
         log.info(model_line(trained, target_fpr))
-    quantize = "int8" if quantize_int8 else None
-    meta = export(trained.out, layout.artifact_url, quantize=quantize)
-    metrics = evaluate(layout.artifact_url, prepared, champion)
+        quantize = "int8" if quantize_int8 else None
+        meta = export(trained.out, layout.artifact_url, quantize)
+        metrics = evaluate(layout.artifact_url, prepared, champion)
+    for problem in (metrics["champion_error"], metrics["schema_change"]):
+        if problem:  # the rule still decides; the operator hears of it
+            log.warning("champion %s: %s", shown_url(champion["url"]), problem)
     report = run_report(layout, prepared, outcome, metrics, meta, champion)
-    decision, url = promote(layout.artifact_url, layout.models_url, name, layout.version, report)
+    decision, url = promote(
+        layout.artifact_url,
+        layout.models_url,
+        name,
+        layout.version,
+        report,
+        allow_schema_change,
+    )
     log.info("%s: %s", "promoted" if decision.promote else "kept", decision.reason)
     current = registry.read_champion(layout.models_url, name)
     summary = run_summary(report, decision, url, current, time.perf_counter() - started)

@@ -97,7 +97,14 @@ def test_one_pass_equals_the_whole_table_metrics(models, tmp_path):
     assert got[0] != got[1]  # two models, two sets of numbers
     assert evaluate_artifact(b, table) == got[1]
     out = compare_on_test(a, prepared(table), {"url": b})
-    assert out == {"candidate": got[0], "champion": got[1], "champion_error": None}
+    added = [n for n in NAMES if n not in B_NAMES]  # A reads five columns B does not
+    assert out == {
+        "candidate": got[0],
+        "champion": got[1],
+        "champion_error": None,
+        "schema_change": f"features added {added} against the champion's",
+    }
+    assert compare_on_test(a, prepared(table), {"url": a})["schema_change"] is None
     assert compare_on_test(a, prepared(table), None)["champion"] is None
 
 
@@ -108,6 +115,7 @@ def test_champion_that_cannot_score_the_rows_does_not_fail_the_candidate(models,
     assert out["candidate"] == whole_table(b, table) and out["champion"] is None
     error = out["champion_error"]
     assert "test.parquet" in error and "['f7']" in error and "\n" not in error
+    assert out["schema_change"].startswith("features missing [")  # B lacks five of A's
     with pytest.raises(ValueError, match=r"missing 1 of 20 feature column\(s\).*\['f7'\]"):
         compare_on_test(a, prepared(table), {"url": b})  # the candidate's own error raises
     (alone,) = evaluate_artifacts([a], table)  # nothing left to stream for
@@ -226,4 +234,6 @@ def test_test_split_and_models_on_s3(models, s3_bucket, tmp_path):
         "candidate": whole_table(a, table),
         "champion": whole_table(b, table),
         "champion_error": None,
+        "schema_change": compare_on_test(a, prepared(table), {"url": b})["schema_change"],
     }
+    assert out["schema_change"]  # read from the champion's metadata.json on S3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from ede.export import registry
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_cluster")
 
+ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(epochs=3, batch_size=64, quantize_int8=False, min_rows=50)
 
 
@@ -81,6 +84,46 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomal
     assert any(k.startswith(f"runs/{v2}/train/") and k.endswith("state.pt") for k in keys)
     now = registry.read_champion(f"{s3_bucket}/models", "ede")
     assert now["version"] == (v2 if expected else v1)
+
+    # The data lost a feature: the new model is published, not promoted, and says why.
+    fewer = f"{s3_bucket}/incoming/fewer.parquet"
+    write_anomaly_table(fewer, n_normal=600, n_anomaly=40, d=7)  # f0..f6: no f7
+    third = retrain(data_url=fewer, storage_url=s3_bucket, trials=0, **{**SMALL, "epochs": 1})
+    assert not third["promoted"] and "missing ['f7']" in third["reason"]
+    assert registry.read_champion(f"{s3_bucket}/models", "ede")["version"] == now["version"]
+
+
+def test_the_flows_process_holds_no_model_and_loads_no_torch(tmp_path, write_anomaly_table):
+    """Every step runs in a Ray task (ede.pipeline.steps): a whole run, search included,
+    in a fresh process that joins this session's Ray and Prefect, never loads what the
+    steps load, not even to unpickle what they return. Its paths are relative to its own
+    folder, which Ray's workers do not share: the flow makes them absolute first."""
+    import subprocess
+    import sys
+
+    import ray
+    from prefect.settings import PREFECT_API_URL
+
+    write_anomaly_table(str(tmp_path / "table.parquet"), n_normal=600, n_anomaly=40)
+    code = (
+        "import json, sys; from flows.retrain import retrain; "
+        "s = retrain(data_url='table.parquet', storage_url='store', trials=2, "
+        "epochs=2, batch_size=64, quantize_int8=False, min_rows=50); "
+        "print(json.dumps([s['promoted'], sorted(m for m in "
+        "('torch', 'onnx', 'onnxruntime', 'sklearn') if m in sys.modules)]))"
+    )
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, []]
+    assert registry.read_champion(str(tmp_path / "store" / "models"), "ede") is not None
 
 
 def _models(fs, bucket) -> list[str]:

@@ -11,6 +11,7 @@ module that imports that package by name, not for every module below it.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -195,3 +196,16 @@ def test_a_forbidden_import_fails():
     for start in expected:
         assert any(v.startswith(start) for v in new), (start, new)
     assert all(v.split(":")[0] in leaks for v in new), new
+
+
+def test_the_retraining_flows_process_loads_neither_torch_nor_onnxruntime():
+    """Its steps run in Ray tasks (ede.pipeline.steps, docs/design.md): the lazy imports in
+    their bodies, which the rules above count, never run in the flow's process."""
+    code = (
+        "import sys, flows.retrain; "
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

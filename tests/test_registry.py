@@ -20,6 +20,19 @@ def test_rule_promotes_only_when_at_least_as_good():
     assert registry.decide({"auroc": 0.5}, None, champion_error="no column 'x'").promote
 
 
+def test_never_on_a_nan_metric_nor_across_a_schema_change_unless_allowed():
+    first = registry.decide({"auroc": math.nan}, None)  # no labels in test: no first champion
+    assert not first.promote and "undefined" in first.reason
+    assert not registry.decide({"auroc": None}, None, champion_error="x").promote
+    change = registry.schema_change(["a", "b", "d"], ["a", "b", "c"])
+    assert change == "features missing ['c'], added ['d'] against the champion's"
+    assert registry.schema_change(["b", "a"], ["a", "b"]) is None  # read by name: same rows
+    kept = registry.decide({"auroc": 0.99}, {"auroc": 0.5}, None, change)
+    assert not kept.promote and "missing ['c']" in kept.reason
+    assert "allow_schema_change" in kept.reason
+    assert registry.decide({"auroc": 0.99}, None, "no column 'c'", change, True).promote
+
+
 def test_champion_pointer_round_trip(tmp_path):
     models = str(tmp_path / "models")
     assert registry.read_champion(models, "m") is None

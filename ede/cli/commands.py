@@ -92,7 +92,7 @@ def cmd_tune(args) -> None:
     scaling = _scaling(args)
     scaling.check()
     storage = cluster.storage_path(args.storage)
-    cluster.connect(log_to_driver=True)
+    cluster.connect(log_to_driver=True, train_v2=scaling.workers > 1)
     scaling.check_cluster()
     out = tuning.search(
         ESAD(seed=args.seed),

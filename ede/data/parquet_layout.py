@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ede.core.checks import check_labels
-from ede.storage import shown_url
+from ede.storage import absolute, shown_url
 
 SCALER_KEY = "ede.scaler"  # footer key: the scaler ingest fitted on the table's fit rows
 
@@ -89,7 +89,9 @@ class ParquetLayout:
 def inspect_parquet(
     url: str, label_column: str | None = "label", feature_columns: list[str] | None = None
 ) -> ParquetLayout:
-    """Read the footer only; fail with one line naming the file or column at fault."""
+    """Read the footer only; fail with one line naming the file or column at fault. The
+    layout keeps the path absolute: Ray's workers read it from folders of their own."""
+    url = absolute(url)
     if not url.split("?", 1)[0].lower().endswith(".parquet"):
         raise ValueError(
             f"{shown_url(url)}: distributed training reads Parquet (workers read their row "

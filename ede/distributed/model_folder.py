@@ -95,7 +95,7 @@ def train_table_folder(
         validation_fraction=validation_fraction,
         seed=det.seed,
     )
-    cluster.connect(log_to_driver=True)
+    cluster.connect(log_to_driver=True, train_v2=scaling.workers > 1)
     return train_model_folder(
         det,
         data,

@@ -125,6 +125,14 @@ def train_in_task(
     return TaskResult(StoredCheckpoint(ray.get(last)), url)
 
 
+def train_here(config: dict[str, Any], url: str, *, gpu: bool, keep: int | None) -> TaskResult:
+    """The same run in this process, for a caller that is itself a Ray task holding the
+    worker's resources (the retraining flow's train step): a second task would start one
+    more process, importing torch again, to do what this one can. Ray's retries of the
+    caller's task resume from the run's latest checkpoint, as `train_in_task`'s do."""
+    return TaskResult(StoredCheckpoint(_task(config, url, gpu, keep)), url)
+
+
 def _task(config: dict[str, Any], url: str, gpu: bool, keep: int | None) -> str:
     torch.set_num_threads(int(config.get("threads", 1)))
     device = torch.device("cuda" if gpu else "cpu")

@@ -34,7 +34,7 @@ from ede.data.shard_scaler import fit_scaler, footer_scaler
 from ede.data.shards import ParquetShard, ValidationRows, split_rows
 from ede.distributed.cluster import Scaling
 from ede.distributed.runtime import RayRuntime, load_checkpoint
-from ede.distributed.task_run import train_in_task
+from ede.distributed.task_run import train_here, train_in_task
 from ede.storage import join, shown_url
 
 
@@ -65,6 +65,9 @@ class RunSpec:
     name: str = field(default_factory=lambda: f"ede-train-{time.strftime('%Y%m%d-%H%M%S')}")
     max_failures: int = 0
     keep_checkpoints: int | None = 3
+    # the caller is a Ray task holding one worker's resources: a one-worker run trains in
+    # it (`task_run.train_here`), not in a task of its own
+    in_this_task: bool = False
 
     def config(self, callbacks: list | None = None) -> ray.train.RunConfig:
         return ray.train.RunConfig(
@@ -219,7 +222,11 @@ def fit_distributed(
     scaling.check()
     scaling.check_cluster()
     config = data.worker_config(det)
-    if scaling.workers == 1:  # one process: a task, not a worker group (ede.distributed.task_run)
+    if scaling.workers == 1 and run.in_this_task:
+        result = train_here(
+            config, join(run.storage, run.name), gpu=scaling.use_gpu, keep=run.keep_checkpoints
+        )
+    elif scaling.workers == 1:  # one process: a task, not a worker group (ede.distributed.task_run)
         result = train_in_task(
             config,
             join(run.storage, run.name),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
@@ -33,7 +32,13 @@ from ede.distributed.trainer import (
     prepare_data,
 )
 from ede.distributed.trials import placement, run_trial
-from ede.distributed.tuning_results import METRIC, best_row, is_defaults, results_table
+from ede.distributed.tuning_results import (
+    METRIC,
+    SearchSummary,
+    best_row,
+    is_defaults,
+    results_table,
+)
 from ede.storage import write_bytes_atomic
 
 # random: every trial trains its whole budget (cheap trials: no early stopping to
@@ -81,15 +86,7 @@ class SearchSpec:
 
 
 @dataclass
-class SearchOutcome:
-    best_params: dict[str, Any]
-    best_val_auroc: float
-    best_trial: str
-    defaults_val_auroc: float  # the defaults' trial, judged alike
-    checkpoint: str  # the refitted model's checkpoint, else the best trial's
-    table: pd.DataFrame
-    table_url: str
-    wall_s: float
+class SearchOutcome(SearchSummary):
     data: PreparedData  # the rows, split and scaler the trials trained on
     refit: ESAD | None = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,29 @@ import pandas as pd
 import ray.train
 
 METRIC = "val_auroc"
+
+
+@dataclass
+class SearchSummary:
+    """A search's result without its rows or models: what a caller that only orchestrates
+    (the retraining flow's process) keeps, and what the final model is built from."""
+
+    best_params: dict[str, Any]
+    best_val_auroc: float
+    best_trial: str
+    defaults_val_auroc: float  # the defaults' trial, judged alike
+    checkpoint: str  # the refitted model's checkpoint, else the best trial's
+    table: pd.DataFrame
+    table_url: str
+    wall_s: float
+
+    def summary(self) -> SearchSummary:
+        return SearchSummary(**{f.name: getattr(self, f.name) for f in fields(SearchSummary)})
+
+
+def best_params(outcome: SearchSummary | None) -> dict[str, Any]:
+    """The winning loss weights; none (ESAD's defaults) without a search."""
+    return dict(outcome.best_params) if outcome is not None else {}
 
 
 def results_table(

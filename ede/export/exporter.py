@@ -128,7 +128,7 @@ def export(
         "validation_rows_fitted": bool((provenance or {}).get("validation_rows_fitted")),
         "parity": {"max_rel_diff": rel, "tolerance": PARITY_TOLERANCE, "n_rows": len(X_val)},
         "data": {"validation_rows_sha256": rows_sha256(X_val, y_val), **_data(provenance)},
-        "exporter": {"name": exporter, "torch": torch.__version__, **runtime_versions()},
+        "exporter": {"name": exporter, "torch": str(torch.__version__), **runtime_versions()},
         "files": {MODEL_FILE: _file_entry(files[MODEL_FILE])},
     }
     if quantize == "int8":

@@ -85,17 +85,42 @@ class Decision:
     reason: str
 
 
-def decide(candidate: dict, champion: dict | None, champion_error: str | None = None) -> Decision:
+def schema_change(candidate: list[str], champion: list[str]) -> str | None:
+    """How the champion's input features differ from the candidate's, or None. Columns are
+    read by name, so an order change alone changes nothing; a feature missing or added
+    does: the two models no longer describe the same rows."""
+    missing = [f for f in champion if f not in set(candidate)]
+    added = [f for f in candidate if f not in set(champion)]
+    if not missing and not added:
+        return None
+    parts = [f"missing {missing}" if missing else "", f"added {added}" if added else ""]
+    return "features " + ", ".join(p for p in parts if p) + " against the champion's"
+
+
+def decide(
+    candidate: dict,
+    champion: dict | None,
+    champion_error: str | None = None,
+    schema: str | None = None,
+    allow_schema_change: bool = False,
+) -> Decision:
     """The rule: promote when there is no comparable champion or the candidate's test AUROC
-    is at least the champion's on the same rows; never promote on a metric that is missing."""
+    is at least the champion's on the same rows. Never on a metric that is missing or NaN
+    (the first model of a name included), and never across a schema change (`schema`, from
+    `schema_change`) unless `allow_schema_change`: a model that needs other columns would
+    break every scorer of the old ones."""
     new = candidate.get("auroc")
+    if new is None or not math.isfinite(new):
+        return Decision(False, "the candidate's test AUROC is undefined (no labelled anomalies)")
+    if schema is not None and not allow_schema_change:
+        return Decision(
+            False, f"{schema}; not promoted across a schema change without allow_schema_change"
+        )
     if champion is None and champion_error is None:
         return Decision(True, "no champion yet")
     if champion_error is not None:
         return Decision(True, f"the champion cannot score this test data ({champion_error})")
     old = champion.get("auroc")
-    if new is None or not math.isfinite(new):
-        return Decision(False, "the test split has no labelled anomalies: AUROC undefined")
     if old is None or not math.isfinite(old):
         return Decision(True, "the champion has no test AUROC on this data")
     if new >= old:
@@ -104,15 +129,26 @@ def decide(candidate: dict, champion: dict | None, champion_error: str | None = 
 
 
 def promote(
-    artifact_url: str, models_url: str, name: str, version: str, report: dict[str, Any]
+    artifact_url: str,
+    models_url: str,
+    name: str,
+    version: str,
+    report: dict[str, Any],
+    allow_schema_change: bool = False,
 ) -> tuple[Decision, str]:
-    """Decide on `report["metrics"]` (`candidate`, `champion`, `champion_error`), publish the
-    version either way (a kept candidate stays inspectable, with the decision in its
-    report.json), then move the champion pointer only on a promotion. The pointer moves
-    last, so a failure before it leaves the old champion serving. Returns the decision
-    and the published version's URL."""
+    """Decide on `report["metrics"]` (`candidate`, `champion`, `champion_error`, and
+    `schema_change` when the features changed), publish the version either way (a kept
+    candidate stays inspectable, with the decision in its report.json), then move the
+    champion pointer only on a promotion. The pointer moves last, so a failure before it
+    leaves the old champion serving. Returns the decision and the published version's URL."""
     metrics = report["metrics"]
-    decision = decide(metrics["candidate"], metrics["champion"], metrics["champion_error"])
+    decision = decide(
+        metrics["candidate"],
+        metrics["champion"],
+        metrics["champion_error"],
+        metrics.get("schema_change"),
+        allow_schema_change,
+    )
     report = {**report, "decision": {"promote": decision.promote, "reason": decision.reason}}
     url = publish(artifact_url, models_url, name, version, report)
     if decision.promote:

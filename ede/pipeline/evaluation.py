@@ -13,22 +13,40 @@ from __future__ import annotations
 from typing import Any
 
 from ede.data.ingest import PreparedSplits
+from ede.export.artifact import read_metadata
+from ede.export.registry import schema_change
 from ede.scoring.evaluation import evaluate_artifacts
 
 
 def compare_on_test(
     artifact_url: str, prepared: PreparedSplits, champion: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """{"candidate": metrics, "champion": metrics or None, "champion_error": str or None}."""
+    """{"candidate": metrics, "champion": metrics or None, "champion_error": str or None,
+    "schema_change": how the features differ from the champion's (`registry.schema_change`),
+    or None}."""
     urls = [artifact_url] if champion is None else [artifact_url, champion["url"]]
     # required=1: the candidate's errors raise; the champion's come back in its place
     results = evaluate_artifacts(
         urls, prepared.test_url, label_column=prepared.label_column, required=1
     )
-    out: dict[str, Any] = {"candidate": results[0], "champion": None, "champion_error": None}
+    out: dict[str, Any] = {
+        "candidate": results[0],
+        "champion": None,
+        "champion_error": None,
+        "schema_change": None,
+    }
     if champion is not None:
+        out["schema_change"] = _schema_change(artifact_url, champion["url"])
         if isinstance(results[1], Exception):
             out["champion_error"] = str(results[1])
         else:
             out["champion"] = results[1]
     return out
+
+
+def _schema_change(candidate_url: str, champion_url: str) -> str | None:
+    try:
+        theirs = read_metadata(champion_url).get("feature_names") or []
+    except Exception:  # an unreadable champion: its scoring error says why
+        return None
+    return schema_change(read_metadata(candidate_url).get("feature_names") or [], theirs)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ede.storage import shown_url
 
 if TYPE_CHECKING:
-    from ede.distributed.tuning import SearchOutcome
+    from ede.distributed.tuning_results import SearchSummary
     from ede.scoring.batch import Summary
 
 
@@ -46,7 +46,7 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
     return "\n".join(lines)
 
 
-def tuning_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
+def tuning_rows(outcome: SearchSummary) -> list[dict[str, Any]]:
     """One row per trial, without the per-epoch curves."""
     rows = outcome.table.drop(columns=["val_auroc_by_report"]).to_dict(orient="records")
     return [{k: _cell(v) for k, v in row.items()} for row in rows]
@@ -99,5 +99,5 @@ def search_line(outcome) -> str:
 def model_line(trained, target_fpr: float) -> str:
     return (
         f"model: validation AUROC {trained.final_val_auroc:.4f}; threshold "
-        f"{trained.calibration.threshold:.4g} at target FPR {target_fpr:g}"
+        f"{trained.threshold:.4g} at target FPR {target_fpr:g}"
     )

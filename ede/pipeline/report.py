@@ -8,19 +8,20 @@ JSON-ready dicts built from the steps' results, so nothing needs the run to repl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ede.data.ingest import PreparedSplits
-from ede.distributed.tuning import SearchOutcome
-from ede.export.registry import Decision
-from ede.pipeline.layout import RunLayout
-from ede.pipeline.training import best_params
+from ede.distributed.tuning_results import SearchSummary, best_params
+
+if TYPE_CHECKING:
+    from ede.data.ingest import PreparedSplits
+    from ede.export.registry import Decision
+    from ede.pipeline.layout import RunLayout
 
 
 def run_report(
     layout: RunLayout,
     prepared: PreparedSplits,
-    outcome: SearchOutcome | None,
+    outcome: SearchSummary | None,
     metrics: dict[str, Any],
     export_meta: dict[str, Any],
     champion: dict[str, Any] | None,
@@ -45,7 +46,7 @@ def run_report(
     }
 
 
-def search_summary(outcome: SearchOutcome) -> dict[str, Any]:
+def search_summary(outcome: SearchSummary) -> dict[str, Any]:
     return {
         "trials": len(outcome.table),
         "best_trial": outcome.best_trial,

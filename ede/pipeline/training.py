@@ -25,7 +25,7 @@ from ede.distributed.model_folder import (
     train_model_folder,
 )
 from ede.distributed.tuning import SearchOutcome, SearchSpec, search
-from ede.distributed.tuning_results import trial_checkpoint
+from ede.distributed.tuning_results import SearchSummary, best_params, trial_checkpoint
 from ede.pipeline.layout import RunLayout
 
 
@@ -49,29 +49,28 @@ def search_weights(
     )
 
 
-def best_params(outcome: SearchOutcome | None) -> dict[str, Any]:
-    """The winning loss weights; none (ESAD's defaults) without a search."""
-    return dict(outcome.best_params) if outcome is not None else {}
-
-
 def final_model(
     prepared: PreparedSplits,
     layout: RunLayout,
     base: ESAD,
     scaling: cluster.Scaling,
     target_fpr: float,
-    outcome: SearchOutcome | None = None,
+    outcome: SearchSummary | None = None,
     refit: bool = True,
+    *,
+    in_this_task: bool = False,
 ) -> TrainedFolder:
     """The run's model folder (`runs/<version>/model`), threshold calibrated at `target_fpr`.
 
     The chosen configuration's model on the fit rows is the search's best trial (or, with
-    no search, one Ray Train run). With `refit`, the model that ships is that
+    no search, one Ray training). With `refit`, the model that ships is that
     configuration fitted again on every training row, fit and validation rows, as the
     benchmarked `ESAD().fit` is: the validation rows are a fifth of the training data, and
     holding them out of the shipped model cost up to 0.9 AUROC points on the ODDS sets
     (benchmarks/pipeline_odds.py). Its threshold is carried from the model that held them
-    out (`ede.export.calibration.transfer_threshold`).
+    out (`ede.export.calibration.transfer_threshold`). `in_this_task`: the caller is a Ray
+    task holding one worker's resources, where a one-worker training runs
+    (`ede.pipeline.steps.train`).
     """
     det = clone(base).set_params(**best_params(outcome))
     storage = cluster.storage_path(layout.run_url)
@@ -79,24 +78,23 @@ def final_model(
     common: dict[str, Any] = dict(
         label_column=prepared.label_column, target_fpr=target_fpr, record=record
     )
+    data = dt.prepare_data(  # the rows, split and scaler the search's trials trained on
+        prepared.train_url,
+        label_column=prepared.label_column,
+        seed=det.seed,
+        scaling=det.scaling,
+        validation_rows=prepared.validation_rows,
+    )
+    check_calibration_rows(data, target_fpr)  # before the first of up to two trainings
+    run = dt.RunSpec(storage, name="train", in_this_task=in_this_task)
     if outcome is not None:
         checkpoint = trial_checkpoint(outcome.checkpoint, storage)
-        data = outcome.data
         if not refit:
             return model_folder_from_checkpoint(det, checkpoint, data, layout.model_url, **common)
         selected = dt.estimator_from_checkpoint(det, checkpoint, data)
+    elif not refit:
+        return train_model_folder(det, data, layout.model_url, scaling, run, **common)
     else:
-        data = dt.prepare_data(
-            prepared.train_url,
-            label_column=prepared.label_column,
-            seed=det.seed,
-            scaling=det.scaling,
-            validation_rows=prepared.validation_rows,
-        )
-        run = dt.RunSpec(storage, name="train")
-        if not refit:
-            return train_model_folder(det, data, layout.model_url, scaling, run, **common)
-        check_calibration_rows(data, target_fpr)  # before the first of two trainings
         selected, _ = dt.fit_distributed(det, data, scaling, run)
-    refit_run = dt.RunSpec(storage, name="refit")
+    refit_run = dt.RunSpec(storage, name="refit", in_this_task=in_this_task)
     return refit_model_folder(selected, data, layout.model_url, scaling, refit_run, **common)
