@@ -1,5 +1,7 @@
 """ESAD's estimator contract, a toy AUROC floor, determinism, persistence and bad input."""
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -96,6 +98,25 @@ def test_save_load_gives_identical_scores(fitted, tmp_path, where, request):
 def test_load_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no ESAD model"):
         ESAD.load(str(tmp_path / "nothing"))
+
+
+def test_load_checks_every_file_against_esad_json(fitted, tmp_path):
+    """A changed weights.pt, or a folder whose esad.json records no hashes (nothing shows
+    it is whole), is refused with one line naming the file."""
+    det, _, _ = fitted
+    base = tmp_path / "m"
+    det.save(str(base))
+    meta = json.loads((base / "esad.json").read_text())
+    assert meta["files"]["weights.pt"]["bytes"] == (base / "weights.pt").stat().st_size
+    weights = bytearray((base / "weights.pt").read_bytes())
+    weights[len(weights) // 2] ^= 0x01
+    (base / "weights.pt").write_bytes(bytes(weights))
+    with pytest.raises(ValueError, match=r"m/weights\.pt: sha256 does not match esad\.json"):
+        ESAD.load(str(base))
+    del meta["files"]
+    (base / "esad.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"m/esad\.json: lists no file hashes"):
+        ESAD.load(str(base))
 
 
 def test_images_fit_and_score():

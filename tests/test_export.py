@@ -1,6 +1,10 @@
 """ONNX export: parity with torch (MLP and conv), metadata, int8; failures write nothing."""
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -165,4 +169,42 @@ def test_export_without_validation_rows_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "validation.parquet" in err and "--validation" in err
+    assert not (tmp_path / "out").exists()
+
+
+def ede_cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed `ede` console script in its own process, as a user runs it."""
+    exe = Path(sys.executable).with_name("ede")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_changed_weights_file_is_refused_and_nothing_is_exported(trained, tmp_path):
+    """One byte of weights.pt flipped: the sha256 that esad.json recorded no longer holds."""
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    weights = bytearray((model / "weights.pt").read_bytes())
+    weights[len(weights) // 2] ^= 0x01  # inside the tensors: still a loadable state dict
+    (model / "weights.pt").write_bytes(bytes(weights))
+    got = ede_cli("export", "--model", str(model), "--out", str(tmp_path / "out"))
+    err = got.stderr.strip().splitlines()
+    assert got.returncode == 2 and len(err) == 1, got.stderr
+    expected = f"{model}/weights.pt: sha256 does not match esad.json (changed or half-written)"
+    assert expected in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_left_by_a_crash_under_the_old_esad_json_are_refused(trained, tmp_path, capsys):
+    """A rewrite killed after the new weights.pt and before the new esad.json: the folder
+    holds one model's weights under another's config, both loadable on their own."""
+    other = tmp_path / "other"
+    args = ["train", "--data", str(trained / "train.parquet"), "--out", str(other)]
+    assert main([*args, "--epochs", "1", "--seed", "7"]) == 0
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "clean")]) == 0
+    shutil.copyfile(other / "weights.pt", model / "weights.pt")
+    capsys.readouterr()
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{model}/weights.pt: sha256 does not match" in err[0], err
     assert not (tmp_path / "out").exists()

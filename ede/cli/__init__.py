@@ -1,7 +1,9 @@
 """The `ede` command line: parse (`ede.cli.parser`), run (`ede.cli.commands`).
 
 Every failure the user can fix is one line on stderr, `ede <command>: error: ...`,
-and exit code 2; nothing else is caught, so a bug still shows its traceback.
+and exit code 2: bad input, a missing file, and storage that cannot be reached
+(`ede.storage.storage_error`: bucket missing, access denied, no credentials,
+endpoint unreachable). Nothing else is caught, so a bug still shows its traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from collections.abc import Sequence
 
 from ede.cli.commands import COMMANDS
 from ede.cli.parser import build_parser
+from ede.storage import storage_error
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError)
 
 
 def _set_threads(n: int, torch_too: bool = True) -> None:
@@ -39,10 +43,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_threads(args.threads, torch_too=args.command != "score")
     try:
         COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
-        print(f"ede {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = _user_error(exc)
+        if line is None:
+            raise
+        print(f"ede {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The line to print, or None for a bug. A storage failure that escaped ede.storage
+    (a library reading the URL itself) is one line too, naming what the backend says."""
+    failed = storage_error(exc, None, "use storage")
+    if failed is not None:
+        return str(failed)
+    return str(exc) if isinstance(exc, USER_ERRORS) else None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -48,19 +47,17 @@ def read_table(
     url: str,
     label_column: str | None = "label",
     feature_columns: list[str] | None = None,
+    data: bytes | None = None,
 ) -> Table:
     """Read and validate a table; ``label_column=None`` (or an absent column) gives ``y=None``.
 
     ``.npz`` files hold arrays ``X`` and optionally ``y``; their features are named
-    ``f0 .. f{d-1}`` and their label column is called ``y`` in messages.
+    ``f0 .. f{d-1}`` and their label column is called ``y`` in messages. ``data``: the
+    file's bytes, read and checked already (a model folder's validation rows), so the
+    rows parsed are the bytes whose sha256 was checked.
     """
     suffix = _suffix(url)
-    fs, path = fsspec.core.url_to_fs(url)
-    try:
-        with fs.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
+    raw = read_bytes(url) if data is None else data
     try:
         if suffix == ".npz":
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
@@ -136,18 +133,24 @@ def _frame_to_table(
 
 
 def read_labelled_rows(
-    url: str, feature_names: list[str], input_shape: tuple[int, ...], label_column: str = "label"
+    url: str,
+    feature_names: list[str],
+    input_shape: tuple[int, ...],
+    label_column: str = "label",
+    data: bytes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) in a model's feature order, for the rows a model is judged on (validation or
     test); y = 1 for a labelled anomaly, 0 otherwise (a missing label column: all 0).
 
     Images come as one list column (``IMAGE_COLUMN``) of flattened ``input_shape`` rows.
+    ``data``: the bytes of ``url``, read already (see `read_table`).
     """
     if len(input_shape) == 1:
-        table = read_table(url, label_column=label_column, feature_columns=feature_names)
+        table = read_table(url, label_column, feature_names, data)
         y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
         return table.X, y
-    where, t = shown_url(url), pq.read_table(io.BytesIO(read_bytes(url)))
+    raw = read_bytes(url) if data is None else data
+    where, t = shown_url(url), pq.read_table(io.BytesIO(raw))
     if IMAGE_COLUMN not in t.column_names:
         raise ValueError(f"{where}: no '{IMAGE_COLUMN}' column of flattened images")
     X = np.asarray(t.column(IMAGE_COLUMN).combine_chunks().flatten(), dtype=np.float32)

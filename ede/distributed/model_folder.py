@@ -29,7 +29,7 @@ from ede.distributed.trainer import (
 )
 from ede.export.calibration import DEFAULT_TARGET_FPR, Calibration
 from ede.export.model_folder import check_target_fpr, write_model_folder
-from ede.storage import shown_url
+from ede.storage import check_bucket, shown_url
 
 
 @dataclass
@@ -89,6 +89,7 @@ def train_table_folder(
     if not storage:
         raise ValueError("--workers needs --storage URL: Ray keeps checkpoints there")
     storage = cluster.storage_path(storage)  # fails on an unwritable place, before the data
+    check_bucket(out)  # and so does a model folder with nowhere to go
     data = prepare_data(
         data_url,
         label_column=label_column,

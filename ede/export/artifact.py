@@ -15,11 +15,10 @@ import hashlib
 import json
 from typing import Any
 
-import fsspec
 import numpy as np
 
 from ede.data.tables import IMAGE_COLUMN  # noqa: F401 - re-exported for readers
-from ede.storage import shown_url
+from ede.storage import read_bytes, shown_url
 
 MODEL_FILE, INT8_FILE, METADATA_FILE = "model.onnx", "model.int8.onnx", "metadata.json"
 FORMAT = "ede.onnx/1"
@@ -34,10 +33,9 @@ def sha256(data: bytes) -> str:
 def read_metadata(folder: str) -> dict[str, Any]:
     url = f"{folder.rstrip('/')}/{METADATA_FILE}"
     try:
-        with fsspec.open(url, "rb") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{shown_url(url)}: no such file; run `ede export` first") from None
+        meta = json.loads(read_bytes(url))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}; run `ede export` first") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{shown_url(url)}: not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -55,11 +53,7 @@ def read_model(folder: str, variant: str = "fp32") -> tuple[bytes, dict[str, Any
     url = f"{folder.rstrip('/')}/{name}"
     if recorded is None:
         raise ValueError(f"{shown_url(url)}: not listed in {METADATA_FILE}; export with it first")
-    try:
-        with fsspec.open(url, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
+    data = read_bytes(url)
     got = sha256(data)
     if got != recorded:
         raise ValueError(

@@ -49,7 +49,7 @@ from ede.export.onnx_graph import (
     to_onnx,
     with_props,
 )
-from ede.storage import remove, shown_url, write_bytes_atomic, write_json
+from ede.storage import check_bucket, remove, shown_url, write_bytes_atomic, write_json
 
 PARITY_TOLERANCE = 1e-4
 QUANTIZE_CHOICES = ("int8",)
@@ -186,6 +186,7 @@ def export_folder(
     and so does a folder that recorded no calibration.
     """
     _check_quantize(quantize)  # before the slow loads
+    check_bucket(out)  # and an output with nowhere to go
     folder = read_model_folder(model)
     if folder.validation_rows_fitted and target_fpr is not None and validation is None:
         raise ValueError(

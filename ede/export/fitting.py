@@ -20,7 +20,7 @@ from ede.data.protocol import validation_split
 from ede.data.tables import read_table
 from ede.export.calibration import DEFAULT_TARGET_FPR, Calibration
 from ede.export.model_folder import check_target_fpr, write_model_folder
-from ede.storage import shown_url
+from ede.storage import check_bucket, shown_url
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def fit_model_folder(
     """Fit `det` on all but a stratified validation split (seeded by `det.seed`), which
     calibrates the threshold and stays in the folder."""
     check_target_fpr(target_fpr)
+    check_bucket(out)  # a typo in --out fails now, not after the fit
     table = read_table(data_url, label_column=label_column)
     y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
     X_fit, y_fit, X_val, y_val = validation_split(

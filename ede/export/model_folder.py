@@ -3,8 +3,9 @@
     validation.parquet   the rows held out of fitting, with their labels
     provenance.json      the data's source and fingerprint, the split, the calibration,
                          and whether the model was refitted on the validation rows
-    weights.pt, esad.json  the fitted ESAD (`ESAD.save`); esad.json, written last,
-                         marks a complete folder
+    weights.pt, esad.json  the fitted ESAD (`ede.core.persistence`); esad.json, written
+                         last, closes the folder with the sha256 and size of every
+                         other file, checked before any is used
 
 One writer, so every path makes the same folder and the threshold has one owner: it
 is calibrated here, once, on validation rows the network never fitted, at a target
@@ -20,7 +21,8 @@ only on other held-out rows.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ede.core import persistence
 from ede.core.estimator import ESAD, TRAIN_SCORE_LEVELS
 from ede.data.tables import IMAGE_COLUMN, read_labelled_rows
 from ede.export.calibration import (
@@ -36,7 +39,7 @@ from ede.export.calibration import (
     calibrate_threshold,
     transfer_threshold,
 )
-from ede.storage import join, read_json, shown_url, write_bytes_atomic, write_json
+from ede.storage import join, shown_url
 
 VALIDATION_FILE, PROVENANCE_FILE = "validation.parquet", "provenance.json"
 
@@ -84,15 +87,17 @@ def write_model_folder(
     det.threshold_ = cal.threshold
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    write_bytes_atomic(join(out, VALIDATION_FILE), buf.getvalue())
     provenance = {
         **(record or {}),
         "label_column": label_column,
         "calibration": cal.to_dict(),
         "validation_rows_fitted": calibrated_on is not None,
     }
-    write_json(join(out, PROVENANCE_FILE), provenance)
-    det.save(out)  # last: esad.json marks the folder complete
+    files = {
+        VALIDATION_FILE: buf.getvalue(),
+        PROVENANCE_FILE: json.dumps(provenance, indent=2).encode(),
+    }
+    persistence.save(det, out, files)  # esad.json last, with every file's sha256
     return cal
 
 
@@ -120,6 +125,7 @@ class ModelFolder:
     url: str
     det: ESAD
     provenance: dict[str, Any]
+    validation: bytes | None = field(default=None, repr=False)  # checked, as esad.json lists it
 
     @property
     def label_column(self) -> str:
@@ -143,18 +149,21 @@ class ModelFolder:
 
     def validation_rows(self, url: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The folder's validation rows, or another labelled table's, in the model's order."""
-        url = url or join(self.url, VALIDATION_FILE)
         names, shape = self.det.input_feature_names(), self.det.input_shape_
-        try:
+        if url is not None:
             return read_labelled_rows(url, names, shape, self.label_column)
-        except FileNotFoundError:
+        own = join(self.url, VALIDATION_FILE)
+        if self.validation is None:
             raise FileNotFoundError(
-                f"{shown_url(url)}: no validation rows; `ede train` writes them, "
+                f"{shown_url(own)}: no validation rows; `ede train` writes them, "
                 "or pass --validation"
-            ) from None
+            )
+        return read_labelled_rows(own, names, shape, self.label_column, self.validation)
 
 
 def read_model_folder(url: str) -> ModelFolder:
-    det = ESAD.load(url)
-    provenance = read_json(join(url, PROVENANCE_FILE), missing_ok=True) or {}
-    return ModelFolder(url.rstrip("/"), det, provenance)
+    """Every file esad.json lists is checked before any is used; a file it does not list
+    (a model saved from Python has no provenance or validation rows) is not the folder's."""
+    det, files = persistence.load_folder(ESAD, url)
+    provenance = json.loads(files[PROVENANCE_FILE]) if PROVENANCE_FILE in files else {}
+    return ModelFolder(url.rstrip("/"), det, provenance, files.get(VALIDATION_FILE))
