@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from ede.data.ingest import SplitSettings
+from ede.data.ingest import SplitSettings, check_sources
 from ede.distributed import cluster
 from ede.export import registry
 from ede.pipeline import steps
@@ -39,6 +39,7 @@ from flows.params import Fraction, ModelName, PositiveInt
 
 # Each task is one library step, run on Ray (ede.pipeline.steps: this process holds no
 # table and no model); storage tasks retry transient errors (flows.io_retries).
+check = task(check_sources, name="check", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 ingest = task(steps.ingest, name="ingest", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 search_weights = task(steps.search, name="search", cache_policy=NO_CACHE)
 train = task(steps.train, name="train", cache_policy=NO_CACHE)
@@ -82,6 +83,7 @@ def retrain(
     champion = registry.read_champion(layout.models_url, name)
     started = time.perf_counter()
     log = get_run_logger()
+    check(data_url, split)  # schemas only, before Ray starts: bad input fails in a second
     with cluster.ray_session(train_v2=scaling.workers > 1):
         scaling.check_cluster()
         prepared = ingest(data_url, layout.storage, split)

@@ -157,6 +157,25 @@ def test_bad_url_schema_error_and_mid_run_failure_publish_nothing(s3_bucket):
     assert _models(fs, s3_bucket) == []
 
 
+def test_bad_data_fails_before_ray_starts(s3_bucket, monkeypatch):
+    from ede.distributed import cluster
+    from flows.retrain import retrain
+
+    def no_ray(**kwargs):
+        raise AssertionError("Ray was started before the data were checked")
+
+    monkeypatch.setattr(cluster, "connect", no_ray)
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(100, 2)), columns=["a", "b"])
+    frame["label"], frame["region"] = 0, "eu"
+    fs = s3fs.S3FileSystem()
+    with fs.open(f"{s3_bucket}/early/table.parquet", "wb") as f:
+        frame.to_parquet(f, index=False)
+    with pytest.raises(ValueError, match="'region' is not numeric"):
+        retrain(data_url=f"{s3_bucket}/early/table.parquet", storage_url=s3_bucket, **SMALL)
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        retrain(data_url=f"{s3_bucket}/nope.parquet", storage_url=s3_bucket, **SMALL)
+
+
 def test_parameters_are_validated_with_clear_messages():
     from prefect.exceptions import ParameterTypeError
 

@@ -102,6 +102,15 @@ class PreparedSplits:
         return cls(**{**d, "reused": reused})
 
 
+def check_sources(data_url: str, settings: SplitSettings) -> None:
+    """The checks that need schemas only (listing, Parquet footers, a CSV's first block):
+    a missing file, a non-numeric or mismatched column. A caller that starts a cluster
+    for the whole pass (the retraining flow) runs these first, so bad input fails in a
+    second, with one line, before anything starts; `prepare_splits` repeats them."""
+    settings.check()
+    _list_parts(data_url, settings.label_column)
+
+
 def prepare_splits(data_url: str, storage_url: str, settings: SplitSettings) -> PreparedSplits:
     """Read, validate, fingerprint and split `data_url`; write the splits under `storage_url`."""
     settings.check()
