@@ -74,3 +74,27 @@ def test_the_defaults_win_unless_clearly_beaten():
     table.loc[0, "final_val_auroc"] = 0.95 + 2 * se
     assert mark_best(table.copy(), 10, 300)["best"].tolist() == [True, False, False, False]
     assert auroc_standard_error(1.0, 10, 300) == 0.0
+
+
+def test_ede_tune_is_quiet_unless_verbose(ray_cluster, tmp_path, write_anomaly_table):
+    """Without --verbose the console holds ede's summary, not Tune's per-trial tables nor
+    the trials' own log lines (Tune prints one table per trial and report)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ray
+
+    url = write_anomaly_table(str(tmp_path / "t.parquet"), n_normal=500, n_anomaly=30)
+    ede = Path(sys.executable).with_name("ede")
+    cmd = [str(ede), "tune", "--data", url, "--storage", str(tmp_path / "st"), "--trials", "2"]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    out = subprocess.run(
+        [*cmd, "--epochs", "2", "--no-refit"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    assert "best trial" in text and "2 trials in" in text
+    assert "Trial status" not in text and "pid=" not in text, text
+    assert len(text.splitlines()) < 25, text

@@ -64,6 +64,7 @@ def _train_distributed(args) -> None:
         validation_fraction=args.validation_fraction,
         target_fpr=args.target_fpr,
         max_failures=args.max_failures,
+        verbose=args.verbose,
     )
     last = trained.det.history_[-1] if trained.det.history_ else {}
     print(
@@ -87,12 +88,13 @@ def cmd_tune(args) -> None:
         max_concurrent=args.max_concurrent,
         refit=not args.no_refit,
         seed=args.seed,
+        verbose=int(args.verbose),
     )
     spec.check()
     scaling = _scaling(args)
     scaling.check()
     storage = cluster.storage_path(args.storage)
-    cluster.connect(log_to_driver=True, train_v2=scaling.workers > 1)
+    cluster.connect(log_to_driver=args.verbose, train_v2=scaling.workers > 1)
     scaling.check_cluster()
     out = tuning.search(
         ESAD(seed=args.seed),

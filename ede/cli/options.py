@@ -72,6 +72,11 @@ def ray_options(p, per_trial: bool = False) -> None:
         "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (1)"
     )
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Ray's worker logs and Tune's progress tables (off: ede's summary only)",
+    )
+    p.add_argument(
         "--storage",
         required=per_trial,
         default=None,

@@ -80,10 +80,12 @@ def train_table_folder(
     validation_fraction: float = 0.2,
     target_fpr: float = DEFAULT_TARGET_FPR,
     max_failures: int = 0,
+    verbose: bool = False,
 ) -> TrainedFolder:
     """`ede train --workers N`: from a Parquet table, which Ray Train reads shard by shard,
     to the same folder as training in process. Every check that needs no cluster runs
-    before one is joined, so a bad option fails in a second, not after Ray starts."""
+    before one is joined, so a bad option fails in a second, not after Ray starts.
+    `verbose`: Ray's worker logs (per report and checkpoint) on the console."""
     check_target_fpr(target_fpr)
     scaling.check()
     if not storage:
@@ -96,7 +98,7 @@ def train_table_folder(
         validation_fraction=validation_fraction,
         seed=det.seed,
     )
-    cluster.connect(log_to_driver=True, train_v2=scaling.workers > 1)
+    cluster.connect(log_to_driver=verbose, train_v2=scaling.workers > 1)
     return train_model_folder(
         det,
         data,

@@ -12,6 +12,7 @@ last), each report with its validation metrics and a checkpoint.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,9 @@ def search(
     det = with_epochs(det, spec.epochs)
     det._check_params()
     experiment = experiment or f"ede-tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not spec.verbose:  # Tune's "snapshotting triggered multiple times" warning: each
+        # trial checkpoints every report and keeps one, so it would fire on every trial
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     data = prepare_data(
         data_url,
         label_column=label_column,
