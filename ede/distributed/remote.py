@@ -26,15 +26,14 @@ def call(
     *args: Any,
     num_cpus: float = 1,
     num_gpus: float = 0,
-    retries: int = 0,
     **kwargs: Any,
 ) -> T:
     """`fn(*args, **kwargs)` in a Ray task holding `num_cpus` and `num_gpus`.
 
     A step that starts Ray work of its own (a search's trials, a training's workers)
-    asks for no CPU, so that work gets the cluster's. `retries`: Ray's, after the
-    task's process died (a killed worker), not after an exception."""
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries)(fn)
+    asks for no CPU, so that work gets the cluster's. Ray does not retry the task
+    (`max_retries=0`): the caller's own retry policy (Prefect's) decides."""
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(fn)
     try:
         return ray.get(remote.remote(*args, **kwargs))
     except ray.exceptions.RayTaskError as err:

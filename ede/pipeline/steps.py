@@ -6,7 +6,7 @@ orchestrates: every step that reads the table or holds a network runs in a Ray t
 Ray's client take, whatever the table's size, and it never imports torch or
 onnxruntime. That is why each task's imports live in its body: this module is
 imported by the flow, a body runs only on a Ray worker. What comes back is small:
-the splits' manifest, a search's summary, a model folder's URL and calibration,
+the splits' manifest, a search's summary, a model folder's URL and threshold,
 metrics.
 
 A step that starts Ray work of its own holds no CPU itself (the search's trials and
@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ede.data.ingest import prepare_splits
 from ede.distributed.remote import call
 
 if TYPE_CHECKING:
@@ -42,8 +43,9 @@ class TrainedModel:
 
 
 def ingest(data_url: str, storage_url: str, split: SplitSettings) -> PreparedSplits:
-    """`ede.data.ingest.prepare_splits`: a whole-table pass, hence a task."""
-    return call(_ingest, data_url, storage_url, split)
+    """`ede.data.ingest.prepare_splits`: a whole-table pass, hence a task. (ede.data
+    imports no torch, so the function itself is the task's body.)"""
+    return call(prepare_splits, data_url, storage_url, split)
 
 
 def search(
@@ -86,12 +88,6 @@ def evaluate(
 
 
 # ----------------------------------------------------------------- the tasks' bodies
-
-
-def _ingest(data_url, storage_url, split):
-    from ede.data.ingest import prepare_splits
-
-    return prepare_splits(data_url, storage_url, split)
 
 
 def _search(prepared, layout, budget, trials, scaling):
