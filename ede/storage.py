@@ -175,7 +175,7 @@ def storage_error(exc: BaseException, url: str | None, operation: str) -> OSErro
         if found is not None:
             kind, cause = found
             where = f"{shown_url(url)}: " if url else ""
-            return kind(f"{where}cannot {operation}: {cause} ({_first_line(err)})")
+            return kind(f"{where}cannot {operation}: {cause} ({shown_url(first_line(err))})")
     return None
 
 
@@ -216,6 +216,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An error's first line (its type's name when it has no message): the detail a
+    one-line message carries."""
     text = str(err).strip()
-    return shown_url(text.splitlines()[0]) if text else type(err).__name__
+    return text.splitlines()[0] if text else type(err).__name__

@@ -19,7 +19,7 @@ import fsspec
 import ray
 import ray.train
 
-from ede.storage import absolute, shown_url
+from ede.storage import absolute, first_line, shown_url
 
 
 def connect(*, log_to_driver: bool = False, train_v2: bool = True) -> float:
@@ -136,6 +136,5 @@ def storage_path(url: str) -> str:
             f.write(b"ok")
         fs.rm(path)
     except Exception as exc:  # every backend fails in its own types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"storage {shown_url(url)} is not writable: {first}") from None
+        raise ValueError(f"storage {shown_url(url)} is not writable: {first_line(exc)}") from None
     return url

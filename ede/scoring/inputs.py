@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ede.export.artifact import IMAGE_COLUMN, OUTPUT_NAMES
+from ede.storage import first_line
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,6 @@ class Spec:
         return [IMAGE_COLUMN] if self.is_image else self.feature_names
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def inspect(afs: pafs.FileSystem, path: str, shown: str, fmt: str) -> tuple[pa.Schema, int | None]:
     """Schema and row count (CSV: None, after reading just enough to reject an empty file)."""
     try:
@@ -56,7 +52,7 @@ def inspect(afs: pafs.FileSystem, path: str, shown: str, fmt: str) -> tuple[pa.S
     except FileNotFoundError:
         raise FileNotFoundError(f"{shown}: no such file") from None
     except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{shown}: cannot read as {fmt}: {_first_line(exc)}") from None
+        raise ValueError(f"{shown}: cannot read as {fmt}: {first_line(exc)}") from None
     if rows == 0:
         raise ValueError(f"{shown}: table is empty (0 rows)")
     return schema, rows if fmt == "parquet" else None

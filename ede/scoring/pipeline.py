@@ -20,7 +20,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ede.export.artifact import infer
-from ede.scoring.inputs import Spec, _first_line, model_input
+from ede.scoring.inputs import Spec, model_input
+from ede.storage import first_line
 
 TMP_PREFIX = "_ede-tmp-"
 _DONE, _ABORT = object(), object()  # queue sentinels
@@ -101,7 +102,7 @@ def record_batches(
             for part in fragment.split_by_row_group():
                 yield from part.to_batches(columns=columns, batch_size=batch_size)
     except pa.ArrowException as exc:
-        raise ValueError(f"{shown}: cannot read as {fmt}: {_first_line(exc)}") from None
+        raise ValueError(f"{shown}: cannot read as {fmt}: {first_line(exc)}") from None
 
 
 class _Writer(threading.Thread):
