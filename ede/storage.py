@@ -207,6 +207,40 @@ def _cause(err: BaseException) -> tuple[type[OSError], str] | None:
     return None
 
 
+# Throttling and server-side hiccups: the same request is expected to succeed later.
+TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+TRANSIENT_TYPES = (ConnectionError, TimeoutError)  # incl. `storage_error`'s unreachable
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether retrying the same storage operation may succeed: a dropped or refused
+    connection, a timeout, throttling or a 5xx from the store. Everything else fails the
+    same way every time (bad input, a missing object, access denied, a bug: a ValueError,
+    a SyntaxError), so it is not retried."""
+    for err in _chain(exc):
+        if isinstance(err, TRANSIENT_TYPES):
+            return True
+        response = getattr(err, "response", None)
+        error = response.get("Error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and str(error.get("Code", "")) in TRANSIENT_CODES:
+            return True
+        if type(err).__name__ in UNREACHABLE | {"ReadTimeoutError", "ServerDisconnectedError"}:
+            return True
+    return False
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """`exc` and what raised it, up to an error raised `from None` (one line already)."""
     seen: set[int] = set()

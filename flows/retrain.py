@@ -46,6 +46,9 @@ train = task(steps.train, name="train", cache_policy=NO_CACHE)
 export = task(steps.export, name="export", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 evaluate = task(steps.evaluate, name="evaluate", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 promote = task(registry.promote, name="promote", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+# The champion's pointer moves by compare-and-swap (ede.export.registry): a run that lost a
+# race compares again with the new champion on its own test rows, a few times at most.
+PROMOTE_ATTEMPTS = 3
 
 
 @flow(name="ede-retrain")
@@ -80,7 +83,7 @@ def retrain(
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
     split = SplitSettings(label_column, test_fraction, validation_fraction, seed, min_rows)
-    champion = registry.read_champion(layout.models_url, name)
+    seen = registry.champion_view(layout.models_url, name)
     started = time.perf_counter()
     log = get_run_logger()
     check(data_url, split)  # schemas only, before Ray starts: bad input fails in a second
@@ -97,20 +100,25 @@ def retrain(
         log.info(model_line(trained, target_fpr))
         quantize = "int8" if quantize_int8 else None
         meta = export(trained.out, layout.artifact_url, quantize)
-        metrics = evaluate(layout.artifact_url, prepared, champion)
-    for problem in (metrics["champion_error"], metrics["schema_change"]):
-        if problem:  # the rule still decides; the operator hears of it
-            log.warning("champion %s: %s", shown_url(champion["url"]), problem)
-    report = run_report(layout, prepared, outcome, metrics, meta, champion)
-    decision, url = promote(
-        layout.artifact_url,
-        layout.models_url,
-        name,
-        layout.version,
-        report,
-        allow_schema_change,
-    )
-    log.info("%s: %s", "promoted" if decision.promote else "kept", decision.reason)
+        for _ in range(PROMOTE_ATTEMPTS):  # again while racing runs move the champion
+            metrics = evaluate(layout.artifact_url, prepared, seen.record)
+            for problem in (metrics["champion_error"], metrics["schema_change"]):
+                if problem:  # the rule still decides; the operator hears of it
+                    log.warning("champion %s: %s", shown_url(seen.record["url"]), problem)
+            report = run_report(layout, prepared, outcome, metrics, meta, seen.record)
+            decision, url = promote(
+                layout.artifact_url,
+                layout.models_url,
+                name,
+                layout.version,
+                report,
+                seen,
+                allow_schema_change,
+            )
+            log.info("%s: %s", "promoted" if decision.promote else "kept", decision.reason)
+            if not decision.moved:
+                break
+            seen = registry.champion_view(layout.models_url, name)
     current = registry.read_champion(layout.models_url, name)
     summary = run_summary(report, decision, url, current, time.perf_counter() - started)
     create_markdown_artifact(

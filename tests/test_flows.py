@@ -25,7 +25,10 @@ def _keys(fs: s3fs.S3FileSystem, url: str) -> list[str]:
     return [k[len(base) + 1 :] for k in fs.find(base)]
 
 
-def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomaly_table):
+def test_retrain_then_score_on_s3_and_the_promotion_rule(
+    s3_bucket, write_anomaly_table, monkeypatch
+):
+    import flows.retrain
     from flows.retrain import retrain
     from flows.score import score
 
@@ -71,8 +74,27 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomal
     assert int(out["is_anomaly"].sum()) == scored["anomalies"]
 
     # Same data again, a far smaller budget and no search: the rule decides, on the same rows.
+    # A racing run promotes while this one exports (the first model, republished as
+    # "racer"): this run read the pointer before that, so its move is refused, and it
+    # compares again with the racer on its own test rows before the rule decides.
+    models = f"{s3_bucket}/models"
+    real_export = flows.retrain.export
+
+    def export_while_a_racer_promotes(*args, **kwargs):
+        meta = real_export(*args, **kwargs)
+        racer = {**report, "metrics": {"candidate": first["test"], "champion": first["test"],
+                                       "champion_error": None}}  # fmt: skip
+        view = registry.champion_view(models, "ede")
+        decision, _ = registry.promote(f"{models}/ede/{v1}", models, "ede", "racer", racer, view)
+        assert decision.promote
+        return meta
+
+    monkeypatch.setattr(flows.retrain, "export", export_while_a_racer_promotes)
     second = retrain(data_url=data, storage_url=s3_bucket, trials=0, **{**SMALL, "epochs": 1})
+    monkeypatch.setattr(flows.retrain, "export", real_export)
     v2 = second["version"]
+    compared_with = json.loads(fs.cat_file(f"{models}/ede/{v2}/report.json"))
+    assert compared_with["previous_champion"]["version"] == "racer"
     assert second["data_sha256"] == first["data_sha256"]
     assert second["champion_test"]["rows"] == first["test"]["rows"]  # the same test split
     assert second["champion_test"]["auroc"] == pytest.approx(first["test"]["auroc"], abs=1e-6)
@@ -83,7 +105,7 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(s3_bucket, write_anomal
     assert f"models/ede/{v2}/model.onnx" in keys  # published either way
     assert any(k.startswith(f"runs/{v2}/train/") and k.endswith("state.pt") for k in keys)
     now = registry.read_champion(f"{s3_bucket}/models", "ede")
-    assert now["version"] == (v2 if expected else v1)
+    assert now["version"] == (v2 if expected else "racer")
 
     # The data lost a feature: the new model is published, not promoted, and says why.
     fewer = f"{s3_bucket}/incoming/fewer.parquet"
@@ -194,32 +216,48 @@ def test_parameters_are_validated_with_clear_messages():
 
 
 def test_storage_tasks_retry_transient_errors_and_fail_fast_on_bad_input():
+    import botocore.exceptions
+    import ray.exceptions
     from prefect import flow, task
 
     from flows.io_retries import STORAGE_RETRIES
 
+    def throttled() -> OSError:
+        err = botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+        try:
+            raise OSError("Please reduce your request rate") from err  # as s3fs raises it
+        except OSError as exc:
+            return exc
+
+    errors = {
+        "reset": lambda: ConnectionError("connection reset"),
+        "throttled": throttled,
+        "worker lost": lambda: ray.exceptions.WorkerCrashedError(),
+        "bad input": lambda: ValueError("column 'x' is not numeric"),
+        "a bug": lambda: SyntaxError("invalid syntax"),
+        "denied": lambda: PermissionError("s3://b/x: cannot read: access denied"),
+    }
     calls = []
 
     @task(**STORAGE_RETRIES)
     def flaky(kind: str) -> int:
         calls.append(kind)
         if len(calls) == 1:
-            raise (
-                ConnectionError("connection reset")
-                if kind == "transient"
-                else ValueError("column 'x' is not numeric")
-            )
+            raise errors[kind]()
         return len(calls)
 
     @flow
     def run(kind: str) -> int:
         return flaky(kind)
 
-    assert run("transient") == 2  # retried once, after a backoff
-    calls.clear()
-    with pytest.raises(ValueError, match="not numeric"):
-        run("permanent")
-    assert calls == ["permanent"]  # bad input is not retried
+    for kind in ("reset", "throttled", "worker lost"):
+        calls.clear()
+        assert run(kind) == 2, kind  # retried once, after a backoff
+    for kind, error in (("bad input", ValueError), ("a bug", SyntaxError), ("denied", OSError)):
+        calls.clear()
+        with pytest.raises(error):
+            run(kind)
+        assert calls == [kind]  # fails the same way every time: not retried
 
 
 def test_scoring_flow_loads_neither_ray_nor_torch():

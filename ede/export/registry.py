@@ -6,17 +6,23 @@
 A version folder is complete when metadata.json is there (it is copied last, and
 readers refuse a folder without it). The pointer is one small object written
 atomically, so scorers see the old champion or the new one, never a mix. It moves
-only when the candidate is at least as good as the champion on the same test rows.
+only when the candidate is at least as good as the champion on the same test rows,
+and only from the champion the candidate was compared with: the move is a
+compare-and-swap (`ede.conditional_write`), so when another run moved the pointer
+meanwhile, this one is told (`Decision.moved`) and compares again with what is
+there now, instead of the last run to finish winning.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ede.conditional_write import Conflict, read_versioned, write_if
 from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
 from ede.storage import (
     read_bytes,
@@ -43,6 +49,25 @@ def model_root(models_url: str, name: str) -> str:
 
 def read_champion(models_url: str, name: str) -> dict[str, Any] | None:
     return read_json(f"{model_root(models_url, name)}/{CHAMPION}", missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ChampionView:
+    """The pointer as one run read it: the record, and the token its move must still find."""
+
+    record: dict[str, Any] | None
+    token: str | None
+
+
+def champion_view(models_url: str, name: str) -> ChampionView:
+    url = f"{model_root(models_url, name)}/{CHAMPION}"
+    seen = read_versioned(url)
+    if seen.data is None:
+        return ChampionView(None, None)
+    try:
+        return ChampionView(json.loads(seen.data), seen.token)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
 
 
 def champion_url(models_url: str, name: str) -> str:
@@ -75,14 +100,18 @@ def publish(artifact_url: str, models_url: str, name: str, version: str, report:
     return dst
 
 
-def set_champion(models_url: str, name: str, record: dict[str, Any]) -> None:
-    write_json(f"{model_root(models_url, name)}/{CHAMPION}", record)
+def set_champion(models_url: str, name: str, record: dict[str, Any], seen: ChampionView) -> None:
+    """Move the pointer, only if it is still what `seen` read (else
+    `ede.conditional_write.Conflict`): a move is always decided on some view of it."""
+    url = f"{model_root(models_url, name)}/{CHAMPION}"
+    write_if(url, json.dumps(record, indent=2).encode(), seen.token)
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
+    moved: bool = False  # the pointer moved during the run: compare again with what is there
 
 
 def schema_change(candidate: list[str], champion: list[str]) -> str | None:
@@ -134,13 +163,16 @@ def promote(
     name: str,
     version: str,
     report: dict[str, Any],
+    seen: ChampionView,
     allow_schema_change: bool = False,
 ) -> tuple[Decision, str]:
     """Decide on `report["metrics"]` (`candidate`, `champion`, `champion_error`, and
     `schema_change` when the features changed), publish the version either way (a kept
     candidate stays inspectable, with the decision in its report.json), then move the
     champion pointer only on a promotion. The pointer moves last, so a failure before it
-    leaves the old champion serving. Returns the decision and the published version's URL."""
+    leaves the old champion serving. `seen`: the pointer the metrics' champion was read
+    from; the move happens only if it is still that one, else the decision says `moved`
+    and the caller compares again. Returns the decision and the published version's URL."""
     metrics = report["metrics"]
     decision = decide(
         metrics["candidate"],
@@ -149,20 +181,32 @@ def promote(
         metrics.get("schema_change"),
         allow_schema_change,
     )
-    report = {**report, "decision": {"promote": decision.promote, "reason": decision.reason}}
-    url = publish(artifact_url, models_url, name, version, report)
+    url = publish(artifact_url, models_url, name, version, _decided(report, decision))
     if decision.promote:
-        set_champion(
-            models_url,
-            name,
-            {
-                "name": name,
-                "version": version,
-                "url": url,
-                "test": metrics["candidate"],
-                "data_sha256": report["data"]["sha256"],
-                "test_url": report["data"]["test_url"],
-                "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        record = {
+            "name": name,
+            "version": version,
+            "url": url,
+            "test": metrics["candidate"],
+            "data_sha256": report["data"]["sha256"],
+            "test_url": report["data"]["test_url"],
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        try:
+            set_champion(models_url, name, record, seen)
+        except Conflict:
+            now = read_champion(models_url, name)
+            if (now or {}).get("version") == version:  # a retried move that had landed
+                return decision, url
+            decision = Decision(
+                False,
+                f"the champion moved to {(now or {}).get('version', 'none')} during this run; "
+                "not compared with it yet",
+                moved=True,
+            )
+            write_json(f"{url}/{REPORT}", _decided(report, decision))
     return decision, url
+
+
+def _decided(report: dict[str, Any], decision: Decision) -> dict[str, Any]:
+    return {**report, "decision": {"promote": decision.promote, "reason": decision.reason}}
