@@ -60,6 +60,36 @@ def test_bad_table_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_renamed_label_is_refused_and_no_label_is_said(tmp_path, capsys):
+    """Before: `target` became a fifth feature ("0 labelled anomalies"), and the same rows
+    as --validation of an export counted every anomaly as normal, both with exit 0."""
+    renamed = tmp_path / "renamed.parquet"
+    _frame().rename(columns={"label": "target"}).to_parquet(renamed)
+    model, artifact = tmp_path / "model", tmp_path / "artifact"
+    assert main(["train", "--data", str(renamed), "--out", str(model), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "renamed.parquet" in err and "no label column 'label'" in err and "--no-label" in err
+    assert not model.exists()
+
+    good = tmp_path / "good.parquet"
+    _frame().to_parquet(good)
+    assert main(["train", "--data", str(good), "--out", str(model), "--epochs", "1"]) == 0
+    export = ["export", "--model", str(model), "--out", str(artifact)]
+    assert main([*export, "--validation", str(renamed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "renamed.parquet" in err and "no label column 'label'" in err
+    assert not artifact.exists()
+
+    bare = tmp_path / "bare.parquet"
+    _frame().drop(columns="label").to_parquet(bare)
+    unlabelled = tmp_path / "unlabelled"
+    argv = ["train", "--data", str(bare), "--out", str(unlabelled), "--epochs", "1"]
+    assert main([*argv, "--no-label"]) == 0
+    assert "0 labelled anomalies" in capsys.readouterr().out
+    assert list(ESAD.load(str(unlabelled)).feature_names_in_) == ["a", "b", "c", "d"]
+
+
 def test_missing_input_file(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.parquet"), "--out", "x"]) == 2
     assert "nope.parquet" in capsys.readouterr().err

@@ -196,6 +196,11 @@ def test_bad_data_fails_before_ray_starts(s3_bucket, monkeypatch):
         retrain(data_url=f"{s3_bucket}/early/table.parquet", storage_url=s3_bucket, **SMALL)
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         retrain(data_url=f"{s3_bucket}/nope.parquet", storage_url=s3_bucket, **SMALL)
+    # a label column renamed upstream: before, a model with test AUROC NaN, promoted
+    with fs.open(f"{s3_bucket}/renamed/table.parquet", "wb") as f:
+        frame.drop(columns="region").rename(columns={"label": "target"}).to_parquet(f)
+    with pytest.raises(ValueError, match="table.parquet: no label column 'label'"):
+        retrain(data_url=f"{s3_bucket}/renamed/table.parquet", storage_url=s3_bucket, **SMALL)
 
 
 def test_parameters_are_validated_with_clear_messages():

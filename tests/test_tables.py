@@ -84,12 +84,20 @@ def test_npz_round_trip(base: str) -> None:
     assert table.feature_names == ["f0", "f1", "f2", "f3"]
 
 
-def test_label_absent_gives_none(base: str) -> None:
-    X, _ = _example()
+def test_a_missing_label_column_is_an_error_unless_the_data_are_said_unlabelled(base: str):
+    """A renamed label (`target`) must not become a feature, nor leave every row
+    "unlabelled", without a word: the label column is a contract, `None` opts out."""
+    X, y = _example()
     _put(f"{base}/x.npz", _npz(X=X))
-    _put(f"{base}/x.csv", _csv(pd.DataFrame(X, columns=["a", "b", "c"])))
-    assert read_table(f"{base}/x.npz").y is None
-    assert read_table(f"{base}/x.csv").y is None
+    _put(f"{base}/x.csv", _csv(pd.DataFrame(X, columns=["a", "b", "c"]).assign(target=y)))
+    for name, column in (("x.npz", "'y'"), ("x.csv", "'label'")):
+        with pytest.raises(ValueError, match=f"x.*: no label column {column}.*--no-label"):
+            read_table(f"{base}/{name}")
+    assert read_table(f"{base}/x.npz", label_column=None).y is None
+    unlabelled = read_table(f"{base}/x.csv", label_column=None)
+    assert unlabelled.y is None and unlabelled.feature_names == ["a", "b", "c", "target"]
+    labelled = read_table(f"{base}/x.csv", label_column="target")
+    np.testing.assert_array_equal(labelled.y, y)
 
 
 def test_label_column_and_feature_selection(tmp_path) -> None:
@@ -110,7 +118,11 @@ def _bad_cases() -> list[tuple[str, bytes, str]]:
         ("data.txt", b"a,label\n1,0\n", "unknown table format"),
         ("text.csv", _csv(good.assign(colour=["r", "g", "b", "r"])), "'colour' is not numeric"),
         ("nan.csv", _csv(good.assign(a=[np.nan, 1.0, np.nan, 2.0])), "'a' has 2 NaN/inf"),
-        ("inf.npz", _npz(X=np.array([[1.0, np.inf], [0.0, 1.0]])), "'f1' has 1 NaN/inf"),
+        (
+            "inf.npz",
+            _npz(X=np.array([[1.0, np.inf], [0.0, 1.0]]), y=np.array([0, 1])),
+            "'f1' has 1 NaN/inf",
+        ),
         ("labels.csv", _csv(good.assign(label=[0, 2, 1, 5])), r"outside \{0, 1\}: \[2, 5\]"),
         ("empty.csv", b"a,label\n", r"empty \(0 rows\)"),
         ("noX.npz", _npz(Z=np.zeros((2, 2))), "no array 'X'"),
@@ -129,7 +141,7 @@ def test_missing_requested_feature_column(base: str) -> None:
     url = f"{base}/d.csv"
     _put(url, _csv(pd.DataFrame({"a": [1.0], "b": [2.0]})))
     with pytest.raises(ValueError, match=f"{re.escape(url)}.*missing.*'zz'"):
-        read_table(url, feature_columns=["a", "zz"])
+        read_table(url, label_column=None, feature_columns=["a", "zz"])
 
 
 def test_missing_file_names_url(base: str) -> None:
@@ -144,7 +156,7 @@ def test_atomic_write_leaves_only_final_key(base: str) -> None:
     write_table(pd.DataFrame(X, columns=["a", "b", "c"]).assign(label=y), url)
     write_table(pd.DataFrame(X[:5], columns=["a", "b", "c"]), url)  # overwrite in place
     assert _listing(f"{base}/out") == ["model_input.parquet"]
-    assert read_table(url).X.shape == (5, 3)
+    assert read_table(url, label_column=None).X.shape == (5, 3)
 
 
 def test_failed_move_leaves_nothing(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

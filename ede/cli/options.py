@@ -29,7 +29,19 @@ def urls(p, **helps: str) -> None:
 
 
 def label_column(p) -> None:
-    p.add_argument("--label-column", default="label", help="1 = known anomaly (default: label)")
+    """A named label column that is absent is an error (`ede.core.checks.label_present`);
+    --no-label says the data have none."""
+    label = p.add_mutually_exclusive_group()
+    label.add_argument(
+        "--label-column", default="label", help="1 = known anomaly (default: label; must exist)"
+    )
+    label.add_argument(
+        "--no-label",
+        dest="label_column",
+        action="store_const",
+        const=None,
+        help="the data are unlabelled: every row is trained on as normal",
+    )
 
 
 def seed_and_threads(p) -> None:

@@ -71,3 +71,20 @@ def check_shape(X: np.ndarray, input_shape: tuple[int, ...], name: str = "X") ->
             f"{name} has {got[0]} features, but the model was fitted with {input_shape[0]}"
         )
     raise ValueError(f"{name} rows have shape {got}, but the model expects {tuple(input_shape)}")
+
+
+NO_LABEL_HINT = "pass --no-label (label_column=None) if the data are unlabelled"
+
+
+def label_present(columns, label_column: str | None, where: str) -> bool:
+    """Whether the table's label column is there to read; None: the caller said the data
+    are unlabelled. A named label column that is absent is an error, not "no labels": a
+    renamed or dropped label would otherwise train on every row as normal, or become a
+    feature, without a word."""
+    if label_column is None:
+        return False
+    if label_column in columns:
+        return True
+    shown = sorted(str(c) for c in columns)
+    missing = f"{where}: no label column '{label_column}' (columns {shown})"
+    raise ValueError(f"{missing}; {NO_LABEL_HINT}")

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels
+from ede.core.checks import check_labels, label_present
 from ede.data.listing import arrow_fs, list_files
 from ede.data.tables import SUFFIXES
 from ede.storage import read_bytes, shown_url
@@ -81,9 +81,10 @@ def inspect_source(url: str, label_column: str | None) -> Source:
     if url.split("?", 1)[0].lower().endswith(".npz"):
         X, y = _npz(url)
         names = tuple(f"f{i}" for i in range(X.shape[1]))
-        return Source(url, names, "y" if y is not None and label_column else None, len(X))
+        has_y = label_present(["y"] if y is not None else [], label_column and "y", where)
+        return Source(url, names, "y" if has_y else None, len(X))
     schema, rows = _schema(url)
-    has_label = label_column is not None and label_column in schema.names
+    has_label = label_present(schema.names, label_column, where)
     names = tuple(c for c in schema.names if not (has_label and c == label_column))
     if not names:
         raise ValueError(f"{where}: no feature columns")

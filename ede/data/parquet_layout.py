@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels
+from ede.core.checks import check_labels, label_present
 from ede.storage import absolute, shown_url
 
 SCALER_KEY = "ede.scaler"  # footer key: the scaler ingest fitted on the table's fit rows
@@ -103,7 +103,7 @@ def inspect_parquet(
     except FileNotFoundError:
         raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
     schema = meta.schema.to_arrow_schema()
-    has_label = label_column is not None and label_column in schema.names
+    has_label = label_present(schema.names, label_column, shown_url(url))
     names = feature_columns or [c for c in schema.names if not (has_label and c == label_column)]
     for name in names:
         if name not in schema.names:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels
+from ede.core.checks import check_labels, label_present
 from ede.storage import read_bytes, shown_url, write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
@@ -79,7 +79,7 @@ def _npz_frame(
     if "X" not in arrays:
         raise ValueError(f"{shown_url(url)}: npz has no array 'X' (found {sorted(arrays)})")
     X = arrays["X"]
-    y = arrays.get("y") if label_column is not None else None
+    y = arrays.get("y") if label_present(arrays, label_column and "y", shown_url(url)) else None
     if X.ndim != 2:
         raise ValueError(f"{shown_url(url)}: array 'X' must be 2-d (n, d), got shape {X.shape}")
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
@@ -103,7 +103,7 @@ def _frame_to_table(
     frame.columns = [str(c) for c in frame.columns]
     if len(frame) == 0:
         raise ValueError(f"{where}: table is empty (0 rows)")
-    has_label = label_column is not None and label_column in frame.columns
+    has_label = label_present(frame.columns, label_column, where)
     if feature_columns is None:
         names = [c for c in frame.columns if not (has_label and c == label_column)]
     else:
@@ -140,15 +140,15 @@ def read_labelled_rows(
     data: bytes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) in a model's feature order, for the rows a model is judged on (validation or
-    test); y = 1 for a labelled anomaly, 0 otherwise (a missing label column: all 0).
+    test); y = 1 for a labelled anomaly, 0 otherwise. The label column must be there
+    (`ede.core.checks.label_present`): rows without it would all count as normal.
 
     Images come as one list column (``IMAGE_COLUMN``) of flattened ``input_shape`` rows.
     ``data``: the bytes of ``url``, read already (see `read_table`).
     """
     if len(input_shape) == 1:
         table = read_table(url, label_column, feature_names, data)
-        y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
-        return table.X, y
+        return table.X, table.y
     raw = read_bytes(url) if data is None else data
     where, t = shown_url(url), pq.read_table(io.BytesIO(raw))
     if IMAGE_COLUMN not in t.column_names:
@@ -156,11 +156,8 @@ def read_labelled_rows(
     X = np.asarray(t.column(IMAGE_COLUMN).combine_chunks().flatten(), dtype=np.float32)
     if X.size != int(np.prod(input_shape)) * t.num_rows:
         raise ValueError(f"{where}: '{IMAGE_COLUMN}' rows are not images of {input_shape}")
-    y = (
-        check_labels(t.column(label_column).to_numpy(), f"{where}: label column '{label_column}'")
-        if label_column in t.column_names
-        else np.zeros(t.num_rows, np.int64)
-    )
+    label_present(t.column_names, label_column, where)
+    y = check_labels(t.column(label_column).to_numpy(), f"{where}: label column '{label_column}'")
     return X.reshape(t.num_rows, *input_shape), y
 
 
