@@ -1,7 +1,10 @@
 """Scheduled batch scoring with the champion (or a given model), around `ede score`.
 
 Scoring is idempotent: outputs that already exist are skipped, so a retry after a
-storage hiccup or a crash finishes the job instead of redoing it. Nothing here
+storage hiccup or a crash finishes the job instead of redoing it. Each model writes
+under `<output_url>/model=<version>/` unless `per_model` is off
+(`ede.pipeline.scoring.output_for`): a promotion then starts a new sub-prefix instead of
+being refused by the previous champion's. Nothing here
 imports the retraining side, so a scoring worker never loads Ray or torch.
 """
 
@@ -54,14 +57,17 @@ def score(
     batch_size: PositiveInt = 65536,
     threads: Annotated[int, Field(ge=1, le=256)] = 1,
     overwrite: bool = False,
+    per_model: bool = True,
 ) -> dict:
-    """Score the Parquet/CSV file(s) at `input_url` into `output_url`; `model_url` defaults
-    to the champion of `name` under `storage_url`."""
+    """Score the Parquet/CSV file(s) at `input_url` into `output_url`/model=<version>
+    (`output_url` itself when not `per_model`); `model_url` defaults to the champion of
+    `name` under `storage_url`."""
     model = resolve_model(storage_url, name, model_url)
-    summary = score_batch(model, input_url, output_url, batch_size, threads, overwrite)
+    output = scoring.output_for(output_url, model, per_model)
+    summary = score_batch(model, input_url, output, batch_size, threads, overwrite)
     create_markdown_artifact(
-        markdown.score_markdown(name, model, input_url, output_url, summary),
+        markdown.score_markdown(name, model, input_url, output, summary),
         key=f"{name}-score",
         description="ede batch scoring",
     )
-    return scoring.score_result(model, summary, output_url)
+    return scoring.score_result(model, summary, output)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 import s3fs
 
@@ -68,10 +69,16 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(
 
     scored = score(input_url=data, output_url=f"{s3_bucket}/scores", storage_url=s3_bucket)
     assert scored["model_url"] == champion["url"] and scored["rows"] == 640
-    with fs.open(f"{s3_bucket}/scores/table.parquet", "rb") as f:
+    assert scored["output_url"] == f"{s3_bucket}/scores/model={v1}"  # one prefix per model
+    with fs.open(f"{s3_bucket}/scores/model={v1}/table.parquet", "rb") as f:
         out = pd.read_parquet(f)
     assert len(out) == 640 and {"score", "is_anomaly", "label"} <= set(out.columns)
     assert int(out["is_anomaly"].sum()) == scored["anomalies"]
+    record = json.loads(fs.cat_file(f"{s3_bucket}/scores/model={v1}/_ede-scored.json"))
+    assert record["model"]["url"] == champion["url"]
+    assert record["files"]["table.parquet"]["rows"] == 640
+    hive = ds.dataset(f"{s3_bucket[5:]}/scores", filesystem=fs, partitioning="hive")
+    assert set(hive.to_table(columns=["model"])["model"].to_pylist()) == {v1}
 
     # Same data again, a far smaller budget and no search: the rule decides, on the same rows.
     # A racing run promotes while this one exports (the first model, republished as

@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,9 @@ from ede import ESAD
 from ede.cli import main
 from ede.export.artifact import MODEL_FILE
 from ede.export.exporter import export
+from ede.scoring import pipeline as scoring_pipeline
 from ede.scoring.batch import score
+from ede.scoring.pipeline import STALE_TMP_S
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -39,6 +43,30 @@ def model(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifact")
     export(det, str(out), df[FEATURES].to_numpy()[:150], df["label"].to_numpy()[:150])
     return out, det
+
+
+@pytest.fixture(scope="module")
+def model_b(tmp_path_factory):
+    """Another model for the same features (another seed): another graph, another sha256."""
+    df = frame(400, seed=7)
+    det = ESAD(epochs=2, min_steps=None, hidden=(16, 8), latent_dim=4, seed=1)
+    det.fit(df[FEATURES], df["label"])
+    out = tmp_path_factory.mktemp("artifact_b")
+    export(det, str(out), df[FEATURES].to_numpy()[:150], df["label"].to_numpy()[:150])
+    return out, det
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def _record(folder) -> dict:
+    return json.loads((Path(folder) / "_ede-scored.json").read_text())
+
+
+def _sha(art) -> str:
+    return json.loads((Path(art) / "metadata.json").read_text())["files"]["model.onnx"]["sha256"]
 
 
 def score_cli(model_dir, inp, out, *extra):
@@ -68,6 +96,7 @@ def test_scores_files_folder_and_csv_with_ids_passed_through(model, tmp_path, ca
         assert np.allclose(got["score"], want, rtol=1e-4)
         assert got["score"].dtype == np.float32 and got["is_anomaly"].dtype == bool
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "_ede-scored.json",
         "part0.parquet",
         "part1.parquet",
         "part2.parquet",
@@ -93,7 +122,10 @@ def test_score_from_and_to_s3(model, s3_bucket, capsys):
     assert score_cli(f"{s3_bucket}/model", f"{s3_bucket}/in/**/*.parquet", f"{s3_bucket}/out") == 0
     assert "skipped 1 existing output(s)" in capsys.readouterr().out
     fs.invalidate_cache()
-    assert fs.ls(f"{s3_bucket}/out") == [f"{s3_bucket[5:]}/out/day.parquet"]
+    assert fs.ls(f"{s3_bucket}/out") == [
+        f"{s3_bucket[5:]}/out/_ede-scored.json",
+        f"{s3_bucket[5:]}/out/day.parquet",
+    ]
 
 
 CRASH = r"""
@@ -127,10 +159,15 @@ def test_killed_run_resumes_to_identical_outputs(model, tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     left = sorted(p.name for p in resumed.iterdir())  # f0 committed, f1 half-written
-    assert len(left) == 2 and left[0].startswith("_ede-tmp-f1.") and left[1] == "f0.parquet"
+    assert len(left) == 3 and left[0] == "_ede-scored.json" and left[2] == "f0.parquet"
+    assert left[1].startswith("_ede-tmp-f1.")
     summary = score(str(art), str(inp), str(resumed), batch_size=250)
     assert (summary.files, summary.skipped, summary.rows) == (2, 1, 2000)
-    assert sorted(p.name for p in resumed.iterdir()) == ["f0.parquet", "f1.parquet", "f2.parquet"]
+    outputs = ["_ede-scored.json", "f0.parquet", "f1.parquet", "f2.parquet"]
+    assert sorted(p.name for p in resumed.iterdir()) == sorted([left[1], *outputs])  # fresh: kept
+    _age(resumed / left[1], STALE_TMP_S + 60)  # the leftover goes once stale
+    assert score(str(art), str(inp), str(resumed)).skipped == 3
+    assert sorted(p.name for p in resumed.iterdir()) == outputs
     for k in range(3):
         a, b = whole / f"f{k}.parquet", resumed / f"f{k}.parquet"
         assert pq.read_table(a).equals(pq.read_table(b)) and a.read_bytes() == b.read_bytes()
@@ -256,3 +293,191 @@ def test_bench_score_smoke(tmp_path, capsys):
     assert got["end_to_end"]["rows"] == 12288 and got["memory"]["rows_10x"] == 12280
     assert 0 < got["int8"]["size_ratio"] < 1 and got["config"]["threads"] == 1
     assert "(b) onnxruntime fp32" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- shared prefixes
+
+
+def test_live_temporaries_of_another_run_survive_and_stale_ones_go(model, tmp_path):
+    art, _ = model
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    out.mkdir()
+    frame(50).to_parquet(inp / "x.parquet")
+    live = out / "_ede-tmp-x.0123456789abcdef0123456789abcdef"  # another run, writing x now
+    stale = out / "_ede-tmp-y.fedcba9876543210fedcba9876543210"  # a dead run's, another stem
+    live.write_bytes(b"PAR1 half written")
+    stale.write_bytes(b"PAR1 left behind")
+    _age(stale, STALE_TMP_S + 60)
+    assert score(str(art), str(inp), str(out)).files == 1
+    assert live.read_bytes() == b"PAR1 half written"
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["_ede-scored.json", live.name, "x.parquet"]
+
+
+def test_stale_temporaries_on_s3_are_removed_live_ones_kept(model, s3_bucket, monkeypatch):
+    """An S3 object's LastModified cannot be backdated: the threshold is what moves."""
+    import s3fs
+
+    art, _ = model
+    fs = s3fs.S3FileSystem()
+    frame(50).to_parquet(f"{s3_bucket}/in/x.parquet", index=False)
+    left = f"{s3_bucket}/out/_ede-tmp-gone.0123456789abcdef0123456789abcdef"  # a killed mv's
+    fs.pipe(left, b"PAR1 copied, never deleted")
+    assert score(str(art), f"{s3_bucket}/in/", f"{s3_bucket}/out").files == 1
+    fs.invalidate_cache()
+    assert fs.exists(left)  # just written: could be a live run's
+    monkeypatch.setattr(scoring_pipeline, "STALE_TMP_S", 0.0)
+    time.sleep(0.05)
+    assert score(str(art), f"{s3_bucket}/in/", f"{s3_bucket}/out").skipped == 1
+    fs.invalidate_cache()
+    assert not fs.exists(left)
+    assert sorted(k.rsplit("/", 1)[-1] for k in fs.ls(f"{s3_bucket}/out")) == [
+        "_ede-scored.json",
+        "x.parquet",
+    ]
+
+
+def test_concurrent_scorers_into_one_folder_both_succeed_and_are_recorded(model, tmp_path):
+    """Run A pauses while it writes f1 (its temporary on disk); run B scores f1 and f2
+    into the same folder meanwhile (on the old code B deleted A's temporary); then A
+    finishes. Both succeed and the record lists every output."""
+    art, _ = model
+    in_a, in_b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    in_a.mkdir()
+    in_b.mkdir()
+    for k in (0, 1):
+        frame(600, seed=k).to_parquet(in_a / f"f{k}.parquet", index=False)
+    for k in (1, 2):
+        frame(600, seed=k).to_parquet(in_b / f"f{k}.parquet", index=False)
+    writing, resume, results = threading.Event(), threading.Event(), {}
+
+    def pause(index, rows, committed):  # A's writer thread, f1's first batch written
+        if index == 1 and not committed and not writing.is_set():
+            writing.set()
+            assert resume.wait(60)
+
+    def run(key, inp, progress=None):
+        try:
+            results[key] = score(str(art), str(inp), str(out), batch_size=200, progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            results[key] = exc
+
+    a = threading.Thread(target=run, args=("a", in_a, pause))
+    a.start()
+    assert writing.wait(60)
+    assert any(p.name.startswith("_ede-tmp-f1.") for p in out.iterdir())
+    b = threading.Thread(target=run, args=("b", in_b))
+    b.start()
+    b.join(60)
+    resume.set()
+    a.join(60)
+    assert not isinstance(results["a"], BaseException), results["a"]
+    assert not isinstance(results["b"], BaseException), results["b"]
+    assert (results["a"].files, results["b"].files) == (2, 2)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_ede-scored.json",
+        "f0.parquet",
+        "f1.parquet",
+        "f2.parquet",
+    ]
+    files = _record(out)["files"]
+    assert sorted(files) == ["f0.parquet", "f1.parquet", "f2.parquet"]
+    assert files["f0.parquet"]["input"] == f"file://{in_a}/f0.parquet"
+    assert files["f1.parquet"]["input"] == f"file://{in_a}/f1.parquet"  # A moved it last
+    assert files["f2.parquet"]["input"] == f"file://{in_b}/f2.parquet"
+    assert all(f["rows"] == 600 and f["model"]["sha256"] == _sha(art) for f in files.values())
+
+
+def test_record_names_the_model_and_each_file_rows(model, tmp_path):
+    art, _ = model
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    frame(120, seed=1).to_parquet(inp / "p.parquet", index=False)
+    frame(80, seed=2).to_csv(inp / "q.csv", index=False)
+    score(str(art), str(inp), str(out))
+    record = _record(out)
+    want = {"url": str(art), "sha256": _sha(art), "variant": "fp32"}
+    assert record["format"] == "ede.scored/1" and record["model"] == want
+    assert {n: (f["input"], f["rows"], f["model"]) for n, f in record["files"].items()} == {
+        "p.parquet": (f"file://{inp}/p.parquet", 120, want),
+        "q.parquet": (f"file://{inp}/q.csv", 80, want),
+    }
+    assert not list(out.glob("*.lock")) and not list(out.glob("*.tmp-*"))
+
+
+def test_another_model_is_refused_unless_overwrite_and_the_record_stays_true(
+    model, model_b, tmp_path, capsys
+):
+    (art_a, _), (art_b, det_b) = model, model_b
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    frame(60, seed=1).to_parquet(inp / "p.parquet", index=False)
+    frame(60, seed=2).to_parquet(inp / "q.parquet", index=False)
+    assert score_cli(art_a, inp, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    frame(60, seed=3).to_parquet(inp / "r.parquet", index=False)  # a new input, to be sure
+    capsys.readouterr()
+    assert score_cli(art_b, inp, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    line = err[0]
+    assert line.startswith("ede score: error: ") and str(out) in line
+    assert str(art_a) in line and str(art_b) in line and _sha(art_a)[:12] in line
+    assert "--output" in line and "--overwrite" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+
+    # --overwrite with p and r only: p and r come from B, q still from A, and so says the record
+    (inp / "q.parquet").rename(tmp_path / "q.parquet")
+    assert score_cli(art_b, inp, out, "--overwrite") == 0
+    record = _record(out)
+    a = {"url": str(art_a), "sha256": _sha(art_a), "variant": "fp32"}
+    b = {"url": str(art_b), "sha256": _sha(art_b), "variant": "fp32"}
+    assert record["model"] == b
+    assert {n: f["model"] for n, f in record["files"].items()} == {
+        "p.parquet": b,
+        "q.parquet": a,
+        "r.parquet": b,
+    }
+    got = pd.read_parquet(out / "p.parquet")
+    want = det_b.decision_function(frame(60, seed=1)[FEATURES].to_numpy(np.float32))
+    assert np.allclose(got["score"], want, rtol=1e-4)
+    assert (out / "q.parquet").read_bytes() == before["q.parquet"]
+    assert score_cli(art_b, inp, out) == 0  # the prefix is B's now
+    assert score_cli(art_a, inp, out) == 2  # and A is the other model
+
+
+def test_each_model_gets_its_own_hive_partition():
+    from ede.pipeline.scoring import output_for
+
+    v = "20260101T050000Z-abc123"
+    assert output_for("s3://b/scores/", f"s3://m/models/ede/{v}/") == f"s3://b/scores/model={v}"
+    assert output_for("s3://b/scores", f"s3://m/models/ede/{v}", per_model=False) == "s3://b/scores"
+    with pytest.raises(ValueError, match="per_model=False"):
+        output_for("s3://b/scores", "s3://m/odd/k=v")
+
+
+def test_concurrent_record_updates_lose_no_entry(tmp_path):
+    """Eight writers commit five files each into one record at once: all forty are there."""
+    from ede.scoring.record import Record
+
+    model = {"url": "m", "sha256": "0" * 64, "variant": "fp32"}
+    url = f"file://{tmp_path}/_ede-scored.json"
+    start = threading.Barrier(8)
+
+    def writer(w):
+        record = Record(str(tmp_path), url, model, overwrite=False)
+        start.wait()
+        for k in range(5):
+            record.before_commit(f"w{w}-{k}.parquet")
+            record.after_commit(f"w{w}-{k}.parquet", f"in/w{w}-{k}.parquet", 10 * w + k)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    files = _record(tmp_path)["files"]
+    assert {n: f["rows"] for n, f in files.items()} == {
+        f"w{w}-{k}.parquet": 10 * w + k for w in range(8) for k in range(5)
+    }

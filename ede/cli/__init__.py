@@ -14,12 +14,14 @@ from collections.abc import Sequence
 
 from ede.cli.commands import COMMANDS
 from ede.cli.parser import build_parser
+from ede.conditional_write import Conflict
 from ede.storage import storage_error
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError)
+# Conflict: a compare-and-swap that kept losing to other writers (ede.conditional_write)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, Conflict)
 
 
 def _set_threads(n: int, torch_too: bool = True) -> None:

@@ -142,7 +142,9 @@ def _score(sub) -> None:
     with --model's model.onnx, streaming in record batches. Writes <output>/<input
     stem>.parquet per input: pass-through columns (default: every column the model does
     not use) plus score and is_anomaly, atomically. Existing outputs are skipped unless
-    --overwrite, so rerunning after a crash finishes the job.
+    --overwrite, so rerunning after a crash finishes the job. <output>/_ede-scored.json
+    records the model and, per output, its input and rows; a prefix scored with
+    another model is refused unless --overwrite.
     """
     p = command(sub, _score, help="score tables in object storage with an exported model")
     urls(
@@ -158,7 +160,9 @@ def _score(sub) -> None:
         help="rows per record batch read and row group written (65536)",
     )
     threads(p, "onnxruntime threads (default 1)")
-    p.add_argument("--overwrite", action="store_true", help="redo existing outputs")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo existing outputs, even another model's"
+    )
     p.add_argument(
         "--id-columns", type=comma_list, default=None, help="comma list of columns to pass through"
     )

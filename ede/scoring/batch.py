@@ -19,7 +19,16 @@ Why it is built this way:
 - Restartable: each output goes to `<output>/_ede-tmp-<name>.<random>` and is moved
   to `<output>/<input stem>.parquet` once complete; an existing output is skipped
   unless `overwrite`, so rerunning after a crash finishes the job. Readers
-  (pyarrow, Spark) ignore names starting with `_`; a rerun removes leftovers.
+  (pyarrow, Spark) ignore names starting with `_`. A run removes only stale
+  temporaries (`ede.scoring.pipeline.is_stale_tmp`: untouched for `STALE_TMP_S`),
+  whatever their stem (temporaries only ever lie directly in the prefix), so a
+  crashed run's leftovers go at the first rerun after that delay, and concurrent
+  runs into one prefix never delete each other's.
+- Recorded, one model per prefix: `<output>/_ede-scored.json` names the model
+  (URL, graph sha256, variant) and, per output, its input, rows and model
+  (`ede.scoring.record`), updated by compare-and-swap so concurrent scorers keep
+  each other's entries. A prefix scored with another model is refused before
+  anything is written, unless `overwrite`.
 - Pass-through: by default every input column the model does not use (ids,
   timestamps, the label) is copied beside `score` and `is_anomaly`, so an output
   row stands alone; `id_columns` picks them explicitly and the rest is ignored.
@@ -44,7 +53,8 @@ import pyarrow.fs as pafs
 from ede.data.listing import arrow_fs, list_files, shown_path
 from ede.export.artifact import read_model, session
 from ede.scoring.inputs import Spec, check_schema, inspect
-from ede.scoring.pipeline import TMP_PREFIX, Job, Progress, run_jobs
+from ede.scoring.pipeline import Job, Progress, remove_stale_tmps, run_jobs
+from ede.scoring.record import RECORD_FILE, Record, model_entry
 from ede.storage import shown_url
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -111,17 +121,25 @@ def plan(
     id_columns: list[str] | None,
     overwrite: bool,
     notes: list[str],
-) -> tuple[fsspec.AbstractFileSystem, list[Job], int]:
-    """Check every input and decide its output before anything is written."""
+    model: dict | None = None,
+) -> tuple[fsspec.AbstractFileSystem, list[Job], int, Record | None]:
+    """Check every input, and the prefix's record against `model` (`model_entry`), and
+    decide each output before anything is written; then remove stale temporaries."""
     fs_out, out_dir = fsspec.core.url_to_fs(output)
     out_dir = out_dir.rstrip("/")
     fs_out.invalidate_cache()
     if fs_out.isfile(out_dir):
         raise ValueError(f"{shown_url(output)}: is a file; --output names a folder or prefix")
     try:
-        existing = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs_out.ls(out_dir, detail=False)}
+        listing = fs_out.ls(out_dir, detail=True)
     except FileNotFoundError:
-        existing = set()
+        listing = []
+    existing = {info["name"].rstrip("/").rsplit("/", 1)[-1] for info in listing}
+    record = None
+    if model is not None:
+        record_url = fs_out.unstrip_protocol(f"{out_dir}/{RECORD_FILE}")
+        record = Record(output, record_url, model, overwrite)
+        record.check()  # another model's prefix: refused before any input is opened
     jobs, skipped, seen, unused = [], 0, {}, set()
     sources = {shown for _, shown in inputs}
     for path, shown in inputs:
@@ -148,11 +166,8 @@ def plan(
         shown_cols = sorted(unused - set(id_columns or []))
         if shown_cols:
             notes.append(f"column(s) not used by the model, {fate}: {shown_cols}")
-    stems = {_stem(job.output) for job in jobs}
-    for n in existing:  # leftovers of a killed run, for the outputs about to be written
-        if n.startswith(TMP_PREFIX) and n[len(TMP_PREFIX) :].rsplit(".", 1)[0] in stems:
-            fs_out.rm(f"{out_dir}/{n}")
-    return fs_out, jobs, skipped
+    remove_stale_tmps(fs_out, listing)  # dead runs' leftovers; live runs' stay
+    return fs_out, jobs, skipped, record
 
 
 class TerminalProgress:
@@ -201,7 +216,8 @@ def score(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Score every table under `input` into `output` (see the module docstring)."""
+    """Score every table under `input` into `output` (see the module docstring; the
+    record's rules, `overwrite` included, in `ede.scoring.record`)."""
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
@@ -210,7 +226,7 @@ def score(
     sess = session(graph, threads)
     afs_in, inputs = list_inputs(input)
     notes: list[str] = []
-    fs_out, jobs, skipped = plan(
+    fs_out, jobs, skipped, record = plan(
         afs_in,
         inputs,
         output,
@@ -218,10 +234,11 @@ def score(
         id_columns=id_columns,
         overwrite=overwrite,
         notes=notes,
+        model=model_entry(model, meta, variant),
     )
     if progress is None and sys.stderr.isatty() and jobs:
         progress = TerminalProgress(jobs)
-    rows, anomalies = run_jobs(afs_in, fs_out, jobs, sess, spec, batch_size, progress)
+    rows, anomalies = run_jobs(afs_in, fs_out, jobs, sess, spec, batch_size, progress, record)
     for line in notes:  # after the run: a failed run says one line, its error
         (warn or (lambda text: print(f"ede score: note: {text}", file=sys.stderr)))(line)
     return Summary(len(jobs), skipped, rows, anomalies, time.perf_counter() - start)

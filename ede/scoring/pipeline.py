@@ -2,18 +2,24 @@
 
 pyarrow decodes and onnxruntime scores without the GIL, so the three stages
 overlap on separate cores; queues of two batches bound the memory. Outputs are
-written to a temporary name and moved into place once complete; on an error the
-items already queued still commit (complete files only), the partial one is
-deleted, and the error is raised in the caller's thread.
+written to a temporary name and moved into place once complete (the ledger, the
+prefix's record, told before and after each move); on an error the items already
+queued still commit (complete files only), the partial one is deleted, and the error
+is raised in the caller's thread. Another run's temporaries are removed only once
+stale (`is_stale_tmp`), so concurrent runs into one prefix never delete each other's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -24,6 +30,13 @@ from ede.scoring.inputs import Spec, model_input
 from ede.storage import first_line
 
 TMP_PREFIX = "_ede-tmp-"
+# A temporary not modified for this long is a dead run's leftover. Locally the file's
+# mtime advances with every batch written (a row group at a time, seconds apart at most);
+# on S3 a multipart upload is invisible until it completes, so an `_ede-tmp-` object only
+# exists between its close and the end of its move (copy + delete: seconds). Ten minutes
+# is far above both, and above the clock skew between this host and the store's
+# LastModified, so a live run's temporary is never taken for a leftover.
+STALE_TMP_S = 600.0
 _DONE, _ABORT = object(), object()  # queue sentinels
 Progress = Callable[[int, int, bool], None]  # (file index, rows written in it, committed)
 
@@ -37,6 +50,43 @@ class Job:
     passthrough: list[str]
     schema: pa.Schema  # of the output
     rows: int | None  # None: CSV, unknown until read
+
+
+class Ledger(Protocol):
+    """Told around each commit (ede.scoring.record.Record): before the move, after it."""
+
+    def before_commit(self, name: str) -> None: ...
+
+    def after_commit(self, name: str, source: str, rows: int) -> None: ...
+
+
+def modified(info: dict[str, Any]) -> float | None:
+    """An fsspec `info()`'s modification time, epoch seconds: local `mtime`, s3fs
+    `LastModified`; None when the store gives neither."""
+    value = info.get("mtime", info.get("LastModified"))
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def is_stale_tmp(info: dict[str, Any], now: float) -> bool:
+    """The one rule for removing another run's temporary: an `_ede-tmp-` entry not
+    modified for `STALE_TMP_S`; one whose age is unknown is never removed."""
+    name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+    when = modified(info)
+    return name.startswith(TMP_PREFIX) and when is not None and now - when > STALE_TMP_S
+
+
+def remove_stale_tmps(fs, entries: list[dict[str, Any]]) -> int:
+    """Remove the stale temporaries among a listing of the output prefix (`ls(detail=True)`;
+    temporaries are only ever made there); a live run's are left alone. Returns how many."""
+    now, removed = time.time(), 0
+    for info in entries:
+        if is_stale_tmp(info, now):
+            with contextlib.suppress(FileNotFoundError):  # another run removed it first
+                fs.rm(info["name"])
+                removed += 1
+    return removed
 
 
 def _put(q: queue.Queue, item, alive: Callable[[], bool]) -> bool:
@@ -108,9 +158,17 @@ def record_batches(
 class _Writer(threading.Thread):
     """Writes each job's batches to a temporary name and moves it into place when complete."""
 
-    def __init__(self, fs, jobs: list[Job], q: queue.Queue, progress: Progress | None):
+    def __init__(
+        self,
+        fs,
+        jobs: list[Job],
+        q: queue.Queue,
+        progress: Progress | None,
+        ledger: Ledger | None = None,
+    ):
         super().__init__(daemon=True, name="ede-score-writer")
         self.fs, self.jobs, self.q, self.progress = fs, jobs, q, progress
+        self.ledger = ledger
         self.error: BaseException | None = None
         self.committed = 0
         self.made_dir: str | None = None  # removed again if nothing was committed to it
@@ -137,9 +195,15 @@ class _Writer(threading.Thread):
                 _, tmp, stream, writer, rows = current
                 writer.close()
                 stream.close()
-                self.fs.mv(tmp, self.jobs[i].output)
+                job = self.jobs[i]
+                name = job.output.rsplit("/", 1)[-1]
+                if self.ledger:
+                    self.ledger.before_commit(name)
+                self.fs.mv(tmp, job.output)
                 current = None
                 self.committed += 1
+                if self.ledger:
+                    self.ledger.after_commit(name, job.shown, rows)
                 if self.progress:
                     self.progress(i, rows, True)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -174,13 +238,20 @@ class _Writer(threading.Thread):
 
 
 def run_jobs(
-    afs_in, fs_out, jobs: list[Job], sess, spec: Spec, batch_size: int, progress
+    afs_in,
+    fs_out,
+    jobs: list[Job],
+    sess,
+    spec: Spec,
+    batch_size: int,
+    progress,
+    ledger: Ledger | None = None,
 ) -> tuple[int, int]:
     """(rows, anomalies) scored; raises the first error after the writer is settled."""
     q_in: queue.Queue = queue.Queue(maxsize=2)
     q_out: queue.Queue = queue.Queue(maxsize=2)
     reader = _Reader(afs_in, jobs, spec, batch_size, q_in)
-    writer = _Writer(fs_out, jobs, q_out, progress)
+    writer = _Writer(fs_out, jobs, q_out, progress, ledger)
     reader.start()
     writer.start()
     rows = anomalies = 0

@@ -1,0 +1,153 @@
+"""Which model scored each output: `<output>/_ede-scored.json`, the output prefix's record.
+
+Underscored, so Parquet readers (pyarrow, Spark) skip it like the temporaries. It holds
+
+    {"format": "ede.scored/1",
+     "model": {"url", "sha256", "variant"},           # the model this prefix is scored with
+     "files": {"<stem>.parquet": {"input", "rows", "model": {...}, "scored_at"}}}
+
+- One model per prefix: a run whose model (sha256 of the variant's graph, and the
+  variant) is not the recorded one is refused before it writes anything, unless
+  `overwrite`; then the prefix's model becomes this run's.
+- Always true per file: each file's entry names the model that wrote it. With
+  `overwrite`, the files this run rewrites get its model; files of inputs not in the
+  run stay as they are and keep their own (older) model's entry, so after a partial
+  overwrite the record lists two models, each file with the one that wrote it.
+- Never a stale entry: a file's entry is dropped before its output is moved into
+  place and written again after, so a crash in between leaves the file unrecorded
+  (unknown), never recorded under the model it no longer comes from. Outputs written
+  before records existed are not listed either.
+- Concurrent scorers: every change is a compare-and-swap (`ede.conditional_write`),
+  re-read and re-applied on a conflict, so no writer loses another's entries.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ede.conditional_write import Conflict, read_versioned, write_if
+from ede.export.artifact import VARIANTS
+from ede.storage import absolute, shown_url
+
+RECORD_FILE = "_ede-scored.json"
+FORMAT = "ede.scored/1"
+CAS_ATTEMPTS = 10  # conflicts only while another scorer commits a file: a few suffice
+
+
+class MixedModels(ValueError):
+    """The output prefix is scored with another model."""
+
+
+def model_entry(model_url: str, meta: dict[str, Any], variant: str) -> dict[str, str]:
+    """The model as the record names it: URL (no credentials; a local path made absolute),
+    the sha256 of the variant's graph from metadata.json, the variant."""
+    sha = meta["files"][VARIANTS[variant]]["sha256"]  # read_model checked it is there
+    return {"url": shown_url(absolute(model_url)), "sha256": sha, "variant": variant}
+
+
+def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("sha256") == b.get("sha256") and a.get("variant") == b.get("variant")
+
+
+def _named(model: dict[str, Any]) -> str:
+    return f"{model.get('url')} ({model.get('variant')}, sha256 {str(model.get('sha256'))[:12]})"
+
+
+def refusal(output_url: str, record: dict[str, Any] | None, model: dict[str, Any]) -> str | None:
+    """The one line refusing to mix `model` into a prefix `record` says is another's."""
+    recorded = (record or {}).get("model")
+    if recorded is None or same_model(recorded, model):
+        return None
+    return (
+        f"{shown_url(output_url)} is scored with {_named(recorded)}, not {_named(model)}; "
+        "use another --output, or --overwrite to rescore with this model"
+    )
+
+
+class Record:
+    """The record of one output prefix, as one scoring run updates it."""
+
+    def __init__(self, output_url: str, record_url: str, model: dict[str, Any], overwrite: bool):
+        self.output_url, self.url, self.model, self.overwrite = (
+            output_url,
+            record_url,
+            model,
+            overwrite,
+        )
+
+    def read(self) -> dict[str, Any] | None:
+        return _parse(self.url, read_versioned(self.url).data)
+
+    def check(self) -> None:
+        """MixedModels unless this run may write here (read only: plan() calls it)."""
+        line = None if self.overwrite else refusal(self.output_url, self.read(), self.model)
+        if line:
+            raise MixedModels(line)
+
+    def before_commit(self, name: str) -> None:
+        """Before `name` is moved into place: claim the prefix (or refuse), drop its entry."""
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            line = None if self.overwrite else refusal(self.output_url, record, self.model)
+            if line:
+                raise MixedModels(line)
+            record = record or _empty()
+            claimed = record.get("model") is not None and same_model(record["model"], self.model)
+            if claimed and name not in record["files"]:
+                return None  # nothing to change: no write
+            record["model"] = self.model
+            record["files"].pop(name, None)
+            return record
+
+        self._update(change)
+
+    def after_commit(self, name: str, source: str, rows: int) -> None:
+        """`name` is in place: record where it came from, its rows and its model."""
+        entry = {
+            "input": shown_url(source),
+            "rows": rows,
+            "model": self.model,
+            "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any]:
+            record = record or {**_empty(), "model": self.model}
+            record["files"][name] = entry
+            return record
+
+        self._update(change)
+
+    def _update(self, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+        for attempt in range(CAS_ATTEMPTS):
+            current = read_versioned(self.url)
+            new = change(_parse(self.url, current.data))
+            if new is None:
+                return
+            data = json.dumps(new, indent=2, sort_keys=True).encode()
+            try:
+                write_if(self.url, data, current.token)
+                return
+            except Conflict:
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # desynchronise the writers
+        raise Conflict(f"{shown_url(self.url)}: still changing after {CAS_ATTEMPTS} attempts")
+
+
+def _empty() -> dict[str, Any]:
+    return {"format": FORMAT, "model": None, "files": {}}
+
+
+def _parse(url: str, data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{shown_url(url)}: not an ede scoring record ({FORMAT!r} expected)")
+    record.setdefault("files", {})
+    return record
