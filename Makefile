@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo bench-odds bench-pipeline-odds bench-pipeline bench-digits clean
+.PHONY: install test lint demo serve bench-odds bench-pipeline-odds bench-pipeline bench-digits clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test: lint
 
 demo: $(STAMP)
 	$(PY) -m flows.demo
+
+# A Prefect server on 127.0.0.1:4200, the work pools and deployments of prefect.yaml, a
+# process worker per pool; Ctrl-C stops them all (flows/serve.py).
+serve: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m flows.serve
 
 # The ODDS benchmark of the README (needs ../shared/data/odds; about 12 minutes a ratio on 1 core).
 bench-odds: $(STAMP)
