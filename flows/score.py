@@ -47,6 +47,22 @@ def score_batch(
     return summary
 
 
+@task(name="ask-for-retrain", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def ask_for_retrain(
+    storage_url: str, name: str, drift: dict | None, deployment: str, cooldown_hours: float
+) -> str | None:
+    """Trigger `deployment` (the retrain's) when the scores drifted and no retrain was asked
+    for within the cool-down (`ede.pipeline.scoring.claim_retrain`)."""
+    from prefect.deployments import run_deployment
+
+    reason = scoring.claim_retrain(storage_url, name, drift, cooldown_hours)
+    if reason is None:
+        return None
+    run = run_deployment(deployment, timeout=0, tags=["drift"], as_subflow=False)
+    get_run_logger().warning("retrain asked for (%s): %s, run %s", reason, deployment, run.name)
+    return str(run.id)
+
+
 @flow(name="ede-score")
 def score(
     input_url: str,
@@ -58,10 +74,14 @@ def score(
     threads: Annotated[int, Field(ge=1, le=256)] = 1,
     overwrite: bool = False,
     per_model: bool = True,
+    retrain_deployment: str | None = None,
+    retrain_cooldown_hours: Annotated[float, Field(ge=0)] = scoring.RETRAIN_COOLDOWN_HOURS,
 ) -> dict:
     """Score the Parquet/CSV file(s) at `input_url` into `output_url`/model=<version>
     (`output_url` itself when not `per_model`); `model_url` defaults to the champion of
-    `name` under `storage_url`."""
+    `name` under `storage_url`. With `retrain_deployment` ("flow/deployment"), a batch whose
+    scores drifted from the model's validation scores triggers it, at most once per
+    `retrain_cooldown_hours`."""
     model = resolve_model(storage_url, name, model_url)
     output = scoring.output_for(output_url, model, per_model)
     summary = score_batch(model, input_url, output, batch_size, threads, overwrite)
@@ -70,4 +90,10 @@ def score(
         key=f"{name}-score",
         description="ede batch scoring",
     )
-    return scoring.score_result(model, summary, output)
+    result = scoring.score_result(model, summary, output)
+    result["retrain_run"] = None
+    if retrain_deployment:
+        result["retrain_run"] = ask_for_retrain(
+            storage_url, name, summary.drift, retrain_deployment, retrain_cooldown_hours
+        )
+    return result

@@ -49,6 +49,7 @@ from ede.export.onnx_graph import (
     to_onnx,
     with_props,
 )
+from ede.scoring.drift import reference_edges
 from ede.storage import check_bucket, remove, shown_url, write_bytes_atomic, write_json
 
 PARITY_TOLERANCE = 1e-4
@@ -104,6 +105,7 @@ def export(
             "nothing written"
         )
     metrics = {"validation": operating_metrics(scores, y_val, threshold)}
+    normal = scores[np.asarray(y_val) == 0]
     meta = {
         "format": FORMAT,
         "ede_version": __version__,
@@ -127,6 +129,8 @@ def export(
         # a refit fitted its validation rows: the metrics above are then in-sample
         "validation_rows_fitted": bool((provenance or {}).get("validation_rows_fitted")),
         "parity": {"max_rel_diff": rel, "tolerance": PARITY_TOLERANCE, "n_rows": len(X_val)},
+        # what a scoring batch's scores are compared with (ede.scoring.drift)
+        "reference": {"score_edges": reference_edges(normal), "rows": len(normal)},
         "data": {"validation_rows_sha256": rows_sha256(X_val, y_val), **_data(provenance)},
         "exporter": {"name": exporter, "torch": str(torch.__version__), **runtime_versions()},
         "files": {MODEL_FILE: _file_entry(files[MODEL_FILE])},

@@ -62,7 +62,20 @@ def score_markdown(
             f"- model: `{shown_url(model_url)}`",
             f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
             f"- {summary.line()}",
+            f"- {drift_line(summary.drift)}",
         ]
+    )
+
+
+def drift_line(drift: dict | None) -> str:
+    """The scoring run's drift, as an operator reads it (`ede.scoring.drift`)."""
+    if not drift or not drift["rows"]:
+        return "score drift: n/a (the model records no reference scores, or no rows)"
+    verdict = "drifted: retrain" if drift["drifted"] else "within range"
+    shares = ", ".join(f"{100 * a:.0f}" for a in drift["bin_shares"])
+    return (
+        f"score drift: PSI {drift['value']:.3f}, {verdict} (threshold {drift['threshold']:g}; "
+        f"% of rows per decile of the model's validation scores: {shares})"
     )
 
 

@@ -10,16 +10,30 @@ changes with each promotion; so by default each model gets its own sub-prefix,
 `<output>/model=<version>/`, the version being the registry folder the model URL
 names (`<models>/<name>/<version>/`). Hive-style: a pyarrow dataset read of
 `<output>` with hive partitioning sees a `model` column.
-Torch- and Ray-free, so the scoring job never pays for loading either.
+
+Whether to ask for a retrain: when the batch's scores drifted from the model's
+validation scores (`ede.scoring.drift`: PSI above its threshold) and no retrain was
+asked for within a cool-down (a week by default: the weekly retrain's own period, so
+one drifted week asks once, not every day). The request is recorded under
+`models/<name>/retrain-request.json` by compare-and-swap, so two scoring runs that see
+the same drift ask once. Torch- and Ray-free, so the scoring job never pays for
+loading either.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ede.conditional_write import Conflict, read_versioned, write_if
 from ede.export import registry
 from ede.pipeline.layout import models_url
 from ede.storage import shown_url
+
+RETRAIN_COOLDOWN_HOURS = 168.0
+REQUEST_FILE = "retrain-request.json"
 
 if TYPE_CHECKING:
     from ede.scoring.batch import Summary
@@ -52,6 +66,34 @@ def output_for(output_url: str, model_url: str, per_model: bool = True) -> str:
     return f"{output_url.rstrip('/')}/{MODEL_PARTITION}={model_version(model_url)}"
 
 
+def claim_retrain(
+    storage_url: str,
+    name: str,
+    drift: dict[str, Any] | None,
+    cooldown_hours: float = RETRAIN_COOLDOWN_HOURS,
+    now: float | None = None,
+) -> str | None:
+    """The reason to ask for a retrain of `name` now, recorded as asked; None when the
+    scores did not drift, a retrain was asked for within `cooldown_hours`, or another
+    scoring run asked first."""
+    if not drift or not drift.get("drifted"):
+        return None
+    now = time.time() if now is None else now
+    url = f"{registry.model_root(models_url(storage_url), name)}/{REQUEST_FILE}"
+    seen = read_versioned(url)
+    last = json.loads(seen.data) if seen.data else None
+    if last and now - float(last["at"]) < cooldown_hours * 3600:
+        return None
+    reason = f"score drift PSI {drift['value']:.3f} > {drift['threshold']:g}"
+    stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = {"at": now, "time": stamp, "reason": reason, "drift": drift}
+    try:
+        write_if(url, json.dumps(record, indent=2).encode(), seen.token)
+    except Conflict:
+        return None  # another scoring run asked in the meantime
+    return reason
+
+
 def score_result(model_url: str, summary: Summary, output_url: str) -> dict[str, Any]:
     return {
         "model_url": model_url,
@@ -61,4 +103,5 @@ def score_result(model_url: str, summary: Summary, output_url: str) -> dict[str,
         "anomalies": summary.anomalies,
         "rows_per_second": summary.rows_per_second,
         "output_url": output_url,
+        "drift": summary.drift,
     }

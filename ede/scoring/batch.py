@@ -29,6 +29,10 @@ Why it is built this way:
   (`ede.scoring.record`), updated by compare-and-swap so concurrent scorers keep
   each other's entries. A prefix scored with another model is refused before
   anything is written, unless `overwrite`.
+- Drift: every batch's scores are counted over the deciles of the model's validation
+  scores (metadata.json's `reference`), and the summary carries their PSI against
+  them (`ede.scoring.drift`): how far this data moved from what the model was
+  calibrated on.
 - Pass-through: by default every input column the model does not use (ids,
   timestamps, the label) is copied beside `score` and `is_anomaly`, so an output
   row stands alone; `id_columns` picks them explicitly and the rest is ignored.
@@ -52,6 +56,7 @@ import pyarrow.fs as pafs
 
 from ede.data.listing import arrow_fs, list_files, shown_path
 from ede.export.artifact import read_model, session
+from ede.scoring.drift import ScoreDrift
 from ede.scoring.inputs import Spec, check_schema, inspect
 from ede.scoring.pipeline import Job, Progress, remove_stale_tmps, run_jobs
 from ede.scoring.record import RECORD_FILE, Record, model_entry
@@ -68,6 +73,7 @@ class Summary:
     rows: int
     anomalies: int
     seconds: float
+    drift: dict | None = None  # ede.scoring.drift.ScoreDrift.summary(); None: no reference
 
     @property
     def rows_per_second(self) -> float:
@@ -80,9 +86,16 @@ class Summary:
             if self.skipped
             else ""
         )
+        drift = (
+            f"; score drift PSI {self.drift['value']:.3f} (retrain above "
+            f"{self.drift['threshold']:g})"
+            if self.drift and self.drift["rows"]
+            else ""
+        )
         return (
             f"scored {self.files} file(s), {self.rows:,} rows, {self.anomalies:,} anomalies"
-            f"{share} in {self.seconds:.2f} s: {self.rows_per_second:,.0f} rows/s{skipped}"
+            f"{share} in {self.seconds:.2f} s: {self.rows_per_second:,.0f} rows/s"
+            f"{drift}{skipped}"
         )
 
 
@@ -238,7 +251,11 @@ def score(
     )
     if progress is None and sys.stderr.isatty() and jobs:
         progress = TerminalProgress(jobs)
-    rows, anomalies = run_jobs(afs_in, fs_out, jobs, sess, spec, batch_size, progress, record)
+    drift = ScoreDrift.for_edges(meta.get("reference", {}).get("score_edges", []))
+    rows, anomalies = run_jobs(
+        afs_in, fs_out, jobs, sess, spec, batch_size, progress, record, drift
+    )
     for line in notes:  # after the run: a failed run says one line, its error
         (warn or (lambda text: print(f"ede score: note: {text}", file=sys.stderr)))(line)
-    return Summary(len(jobs), skipped, rows, anomalies, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Summary(len(jobs), skipped, rows, anomalies, seconds, drift and drift.summary())

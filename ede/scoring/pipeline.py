@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ede.export.artifact import infer
+from ede.scoring.drift import ScoreDrift
 from ede.scoring.inputs import Spec, model_input
 from ede.storage import first_line
 
@@ -246,8 +247,10 @@ def run_jobs(
     batch_size: int,
     progress,
     ledger: Ledger | None = None,
+    drift: ScoreDrift | None = None,
 ) -> tuple[int, int]:
-    """(rows, anomalies) scored; raises the first error after the writer is settled."""
+    """(rows, anomalies) scored; raises the first error after the writer is settled.
+    `drift` counts every batch's scores over the model's reference bins."""
     q_in: queue.Queue = queue.Queue(maxsize=2)
     q_out: queue.Queue = queue.Queue(maxsize=2)
     reader = _Reader(afs_in, jobs, spec, batch_size, q_in)
@@ -266,6 +269,8 @@ def run_jobs(
             out = None
             if batch is not None:
                 score, flag = infer(sess, X)
+                if drift is not None:
+                    drift.add(score)
                 cols = [batch.column(c) for c in jobs[i].passthrough]
                 cols += [pa.array(score), pa.array(flag)]
                 out = pa.RecordBatch.from_arrays(cols, schema=jobs[i].schema)
