@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from ede.data.ingest import SplitSettings, check_sources
+from ede.data.window import DataWindow
 from ede.distributed import cluster
 from ede.export import registry
 from ede.pipeline import steps
@@ -70,6 +71,8 @@ def retrain(
     quantize_int8: bool = True,
     refit: bool = True,
     allow_schema_change: bool = False,
+    since: str | None = None,
+    last_n_days: Annotated[int, Field(ge=1)] | None = None,
     seed: int = 0,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
@@ -77,19 +80,22 @@ def retrain(
     `epochs` and `batch_size` default to ESAD's validated budget (for quick runs only).
     `refit` ships the chosen configuration fitted on every training row (validation rows
     too), its threshold carried from the model that held them out. A model whose features
-    differ from the champion's is published but not promoted unless `allow_schema_change`."""
+    differ from the champion's is published but not promoted unless `allow_schema_change`.
+    `since` (YYYY-MM-DD) and `last_n_days` train on the `date=YYYY-MM-DD/` partitions of
+    `data_url` inside that window only (`ede.data.window`)."""
     data_url, storage_url = absolute(data_url), absolute(storage_url)  # the steps run on Ray
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
     split = SplitSettings(label_column, test_fraction, validation_fraction, seed, min_rows)
+    window = DataWindow(since=since, last_n_days=last_n_days)
     seen = registry.champion_view(layout.models_url, name)
     started = time.perf_counter()
     log = get_run_logger()
-    check(data_url, split)  # schemas only, before Ray starts: bad input fails in a second
+    check(data_url, split, window)  # schemas only, before Ray starts: bad input fails in a second
     with cluster.ray_session(train_v2=scaling.workers > 1):
         scaling.check_cluster()
-        prepared = ingest(data_url, layout.storage, split)
+        prepared = ingest(data_url, layout.storage, split, window)
         log.info(prepared_line(prepared))
         budget = Budget(seed=seed, batch_size=batch_size, epochs=epochs)
         outcome = None

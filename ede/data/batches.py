@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from ede.core.checks import check_labels, label_present
 from ede.data.listing import arrow_fs, list_files
 from ede.data.tables import SUFFIXES
+from ede.data.window import DataWindow
 from ede.storage import read_bytes, shown_url
 
 BATCH_BYTES = 4 << 20  # float32 features per batch (CSV: bytes of text per block)
@@ -56,9 +57,12 @@ class Source:
         return next(s for s in SUFFIXES if self.url.split("?", 1)[0].lower().endswith(s))
 
 
-def list_sources(url: str, label_column: str) -> list[Source]:
-    """The files `url` names (`ede.data.listing`'s rule), each inspected; one schema for all."""
+def list_sources(url: str, label_column: str, window: DataWindow | None = None) -> list[Source]:
+    """The files `url` names (`ede.data.listing`'s rule), inside `window`'s dated partitions
+    if one is given, each inspected; one schema for all."""
     fs, paths = list_files(url, SUFFIXES)
+    if window is not None:
+        paths, _ = window.select(paths, shown_url(url))
     sources = [inspect_source(fs.unstrip_protocol(p), label_column) for p in paths]
     first = sources[0]
     for s in sources[1:]:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ede.data import split_rules, split_writer
 from ede.data.batches import Source, batches, list_sources
+from ede.data.window import DataWindow, partition_day
 from ede.storage import shown_url, write_bytes_atomic
 
 MANIFEST = "manifest.json"
@@ -74,6 +75,8 @@ class PreparedSplits:
     reused: bool = False
     scaler: dict | None = None  # kind, offset, scale, fit_rows, sample_rows, seed
     row_groups: dict = field(default_factory=dict)  # rule, max_group_rows, sizes
+    window: dict | None = None  # `ede.data.window.DataWindow.to_dict()`; None: every file
+    partitions: list[str] = field(default_factory=list)  # the date= days read, if a window
 
     @property
     def row_group_rows(self) -> int | None:
@@ -102,19 +105,28 @@ class PreparedSplits:
         return cls(**{**d, "reused": reused})
 
 
-def check_sources(data_url: str, settings: SplitSettings) -> None:
+def check_sources(data_url: str, settings: SplitSettings, window: DataWindow | None = None) -> None:
     """The checks that need schemas only (listing, Parquet footers, a CSV's first block):
     a missing file, a non-numeric or mismatched column. A caller that starts a cluster
     for the whole pass (the retraining flow) runs these first, so bad input fails in a
     second, with one line, before anything starts; `prepare_splits` repeats them."""
     settings.check()
-    _list_parts(data_url, settings.label_column)
+    _list_parts(data_url, settings.label_column, window)
 
 
-def prepare_splits(data_url: str, storage_url: str, settings: SplitSettings) -> PreparedSplits:
-    """Read, validate, fingerprint and split `data_url`; write the splits under `storage_url`."""
+def prepare_splits(
+    data_url: str,
+    storage_url: str,
+    settings: SplitSettings,
+    window: DataWindow | None = None,
+) -> PreparedSplits:
+    """Read, validate, fingerprint and split `data_url` (only its date= partitions inside
+    `window`, if given: `ede.data.window`); write the splits under `storage_url`."""
     settings.check()
-    parts, given = _list_parts(data_url, settings.label_column)
+    parts, given = _list_parts(data_url, settings.label_column, window)
+    days = sorted(
+        {d.isoformat() for ss in parts.values() for s in ss if (d := partition_day(s.url))}
+    )
     names = list(next(iter(parts.values()))[0].feature_names)
     labels, digests = {}, {}
     for part, sources in parts.items():  # pass 1: check, fingerprint, labels
@@ -139,7 +151,7 @@ def prepare_splits(data_url: str, storage_url: str, settings: SplitSettings) -> 
     ).hexdigest()
     root = f"{storage_url.rstrip('/')}/prepared/{key[:16]}"
     existing = _read_manifest(root)
-    if existing is not None:
+    if existing is not None:  # the same rows: the same splits, whichever window chose them
         return PreparedSplits.from_dict(existing, reused=True)
 
     def stream():  # pass 2, in the order `codes` follows
@@ -168,6 +180,8 @@ def prepare_splits(data_url: str, storage_url: str, settings: SplitSettings) -> 
         given_splits=given,
         scaler=written.scaler,
         row_groups=written.row_groups,
+        window=window.to_dict() if window is not None and window.active else None,
+        partitions=days if window is not None and window.active else [],
     )
     write_bytes_atomic(f"{root}/{MANIFEST}", json.dumps(prepared.to_dict(), indent=2).encode())
     return prepared
@@ -188,7 +202,9 @@ def _read_manifest(root: str) -> dict | None:
         return None
 
 
-def _list_parts(data_url: str, label_column: str) -> tuple[dict[str, list[Source]], bool]:
+def _list_parts(
+    data_url: str, label_column: str, window: DataWindow | None = None
+) -> tuple[dict[str, list[Source]], bool]:
     """{"all": files} for one table or many files; {"train", ["val"], "test"} when given."""
     fs, path = fsspec.core.url_to_fs(data_url)
     try:
@@ -203,7 +219,7 @@ def _list_parts(data_url: str, label_column: str) -> tuple[dict[str, list[Source
             given = True
     for name in parts:
         url = f"{data_url.rstrip('/')}/{name}" if given else data_url
-        parts[name] = list_sources(url, label_column)
+        parts[name] = list_sources(url, label_column, window)
     first = next(iter(parts.values()))[0]
     for name, sources in parts.items():
         if sources[0].feature_names != first.feature_names:

@@ -23,6 +23,8 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
     """`summary` and `report` as `ede.pipeline.report` builds them."""
     new, old = summary["test"], summary["champion_test"] or {}
     data = report["data"]
+    days = data.get("partitions") or []
+    days = f", date= partitions {days[0]}..{days[-1]} ({len(days)})" if days else ""
     lines = [
         f"# ede retrain: {name} {summary['version']}",
         "",
@@ -37,7 +39,7 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
         f"{_fmt(old.get('flagged'))} / {_fmt(old.get('rows'))} |",
         "",
         f"- data: `{data['source']}`, sha256 `{summary['data_sha256'][:16]}`, "
-        f"rows {data['rows']}, labelled {data['labelled']}",
+        f"rows {data['rows']}, labelled {data['labelled']}{days}",
         f"- best config: {summary['best_params'] or 'defaults (no search)'}",
         f"- model: `{shown_url(summary['model_url'])}`",
         f"- champion now: `{shown_url(summary['champion_url'] or 'none')}`",
@@ -94,8 +96,10 @@ def _cell(v: Any) -> Any:
 def prepared_line(prepared) -> str:
     """The ingest step in one log line."""
     rows = prepared.rows
+    days = prepared.partitions
+    window = f" from {len(days)} day(s) {days[0]}..{days[-1]}" if days else ""
     return (
-        f"data {prepared.source}: {sum(rows.values())} rows (fit {rows['fit']}, validation "
+        f"data {prepared.source}{window}: {sum(rows.values())} rows (fit {rows['fit']}, validation "
         f"{rows['validation']}, test {rows['test']}; labelled {prepared.labelled}), sha256 "
         f"{prepared.data_sha256[:12]}, {'reused' if prepared.reused else 'wrote'} "
         f"{shown_url(prepared.root)}"

@@ -36,6 +36,8 @@ def run_report(
             "test_url": prepared.test_url,
             "rows": prepared.rows,
             "labelled": prepared.labelled,
+            "window": prepared.window,
+            "partitions": prepared.partitions,
         },
         "best_params": best_params(outcome),
         "search": None if outcome is None else search_summary(outcome),
