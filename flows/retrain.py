@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from ede.data.ingest import SplitSettings, check_sources
+from ede.data.late_labels import LabelJoin
 from ede.data.window import DataWindow
 from ede.distributed import cluster
 from ede.export import registry
@@ -73,6 +74,8 @@ def retrain(
     allow_schema_change: bool = False,
     since: str | None = None,
     last_n_days: Annotated[int, Field(ge=1)] | None = None,
+    labels_url: str | None = None,
+    id_column: str | None = None,
     seed: int = 0,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
@@ -82,20 +85,25 @@ def retrain(
     too), its threshold carried from the model that held them out. A model whose features
     differ from the champion's is published but not promoted unless `allow_schema_change`.
     `since` (YYYY-MM-DD) and `last_n_days` train on the `date=YYYY-MM-DD/` partitions of
-    `data_url` inside that window only (`ede.data.window`)."""
+    `data_url` inside that window only (`ede.data.window`). `labels_url`: a table of
+    (`id_column`, `label_column`) whose labels, arriving later, replace the rows' own where
+    an id matches (`ede.data.late_labels`)."""
     data_url, storage_url = absolute(data_url), absolute(storage_url)  # the steps run on Ray
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
     scaling.check()
     split = SplitSettings(label_column, test_fraction, validation_fraction, seed, min_rows)
     window = DataWindow(since=since, last_n_days=last_n_days)
+    if (labels_url is None) != (id_column is None):
+        raise ValueError("labels_url and id_column go together: the labels join by that id")
+    join = LabelJoin(absolute(labels_url), id_column) if labels_url else None
     seen = registry.champion_view(layout.models_url, name)
     started = time.perf_counter()
     log = get_run_logger()
-    check(data_url, split, window)  # schemas only, before Ray starts: bad input fails in a second
+    check(data_url, split, window, join)  # schemas only, before Ray: bad input fails in a second
     with cluster.ray_session(train_v2=scaling.workers > 1):
         scaling.check_cluster()
-        prepared = ingest(data_url, layout.storage, split, window)
+        prepared = ingest(data_url, layout.storage, split, window, join)
         log.info(prepared_line(prepared))
         budget = Budget(seed=seed, batch_size=batch_size, epochs=epochs)
         outcome = None

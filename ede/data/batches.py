@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ede.core.checks import check_labels, label_present
+from ede.data.late_labels import LateLabels, label_column_needed
 from ede.data.listing import arrow_fs, list_files
 from ede.data.tables import SUFFIXES
 from ede.data.window import DataWindow
@@ -51,19 +52,25 @@ class Source:
     feature_names: tuple[str, ...]
     label: str | None  # the label column's name in the file; None: absent
     rows: int | None  # from the footer (Parquet, npz); None until read (CSV)
+    late: LateLabels | None = None  # labels joined by id (`ede.data.late_labels`)
 
     @property
     def suffix(self) -> str:
         return next(s for s in SUFFIXES if self.url.split("?", 1)[0].lower().endswith(s))
 
 
-def list_sources(url: str, label_column: str, window: DataWindow | None = None) -> list[Source]:
+def list_sources(
+    url: str,
+    label_column: str,
+    window: DataWindow | None = None,
+    late: LateLabels | None = None,
+) -> list[Source]:
     """The files `url` names (`ede.data.listing`'s rule), inside `window`'s dated partitions
-    if one is given, each inspected; one schema for all."""
+    if one is given, each inspected; one schema for all. `late`: labels joined by id."""
     fs, paths = list_files(url, SUFFIXES)
     if window is not None:
         paths, _ = window.select(paths, shown_url(url))
-    sources = [inspect_source(fs.unstrip_protocol(p), label_column) for p in paths]
+    sources = [inspect_source(fs.unstrip_protocol(p), label_column, late) for p in paths]
     first = sources[0]
     for s in sources[1:]:
         if s.feature_names != first.feature_names:
@@ -78,18 +85,26 @@ def list_sources(url: str, label_column: str, window: DataWindow | None = None) 
     return sources
 
 
-def inspect_source(url: str, label_column: str | None) -> Source:
+def inspect_source(url: str, label_column: str | None, late: LateLabels | None = None) -> Source:
     """Schema only (a Parquet footer, a CSV's first block, an npz's arrays): numeric
-    features, a label column if present; one error naming the file and column."""
+    features, the label column; one error naming the file and column. With `late`
+    labels, the id column is read for the join, not as a feature, and the file's own
+    label column is optional."""
     where = shown_url(url)
+    if late is not None and url.split("?", 1)[0].lower().endswith(".npz"):
+        raise ValueError(f"{where}: late labels join by an id column; npz files have none")
     if url.split("?", 1)[0].lower().endswith(".npz"):
         X, y = _npz(url)
         names = tuple(f"f{i}" for i in range(X.shape[1]))
         has_y = label_present(["y"] if y is not None else [], label_column and "y", where)
         return Source(url, names, "y" if has_y else None, len(X))
     schema, rows = _schema(url)
-    has_label = label_present(schema.names, label_column, where)
-    names = tuple(c for c in schema.names if not (has_label and c == label_column))
+    has_label = label_column_needed(late, schema.names, label_column, where)
+    if late is not None and late.id_column not in schema.names:
+        raise ValueError(f"{where}: no id column '{late.id_column}' to join the late labels")
+    skip = {label_column} if has_label else set()
+    skip |= {late.id_column} if late is not None else set()
+    names = tuple(c for c in schema.names if c not in skip)
     if not names:
         raise ValueError(f"{where}: no feature columns")
     for name in names:
@@ -98,7 +113,7 @@ def inspect_source(url: str, label_column: str | None) -> Source:
             raise ValueError(f"{where}: feature column '{name}' is not numeric ({kind})")
     if rows == 0:
         raise ValueError(f"{where}: table is empty (0 rows)")
-    return Source(url, names, label_column if has_label else None, rows)
+    return Source(url, names, label_column if has_label else None, rows, late)
 
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
@@ -118,6 +133,9 @@ def batches(source: Source, batch_rows: int | None = None) -> Iterator[Batch]:
         if source.label is not None:
             values = batch.column(source.label).to_numpy(zero_copy_only=False)
             y = check_labels(values, f"{where}: label column '{source.label}'")
+        if source.late is not None:
+            ids = batch.column(source.late.id_column).to_numpy(zero_copy_only=False)
+            y = source.late.apply(ids, y)
         first += len(X)
         yield X, y
     if first == 0:
@@ -133,6 +151,7 @@ def _record_batches(source: Source, size: int) -> Iterator[pa.RecordBatch]:
         yield from pa.table(columns).to_batches(max_chunksize=size)
         return
     columns = list(source.feature_names) + ([source.label] if source.label else [])
+    columns += [source.late.id_column] if source.late is not None else []
     try:
         if source.suffix == ".parquet":
             with _parquet(source.url, len(columns)) as pf:

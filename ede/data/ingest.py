@@ -35,6 +35,7 @@ import numpy as np
 
 from ede.data import split_rules, split_writer
 from ede.data.batches import Source, batches, list_sources
+from ede.data.late_labels import LabelJoin, LateLabels
 from ede.data.window import DataWindow, partition_day
 from ede.storage import shown_url, write_bytes_atomic
 
@@ -76,6 +77,7 @@ class PreparedSplits:
     scaler: dict | None = None  # kind, offset, scale, fit_rows, sample_rows, seed
     row_groups: dict = field(default_factory=dict)  # rule, max_group_rows, sizes
     window: dict | None = None  # `ede.data.window.DataWindow.to_dict()`; None: every file
+    late_labels: dict | None = None  # url, id_column, rows of a labels table joined by id
     partitions: list[str] = field(default_factory=list)  # the date= days read, if a window
 
     @property
@@ -105,13 +107,19 @@ class PreparedSplits:
         return cls(**{**d, "reused": reused})
 
 
-def check_sources(data_url: str, settings: SplitSettings, window: DataWindow | None = None) -> None:
+def check_sources(
+    data_url: str,
+    settings: SplitSettings,
+    window: DataWindow | None = None,
+    join: LabelJoin | None = None,
+) -> None:
     """The checks that need schemas only (listing, Parquet footers, a CSV's first block):
     a missing file, a non-numeric or mismatched column. A caller that starts a cluster
     for the whole pass (the retraining flow) runs these first, so bad input fails in a
     second, with one line, before anything starts; `prepare_splits` repeats them."""
     settings.check()
-    _list_parts(data_url, settings.label_column, window)
+    late = join.load(settings.label_column) if join is not None else None
+    _list_parts(data_url, settings.label_column, window, late)
 
 
 def prepare_splits(
@@ -119,11 +127,14 @@ def prepare_splits(
     storage_url: str,
     settings: SplitSettings,
     window: DataWindow | None = None,
+    join: LabelJoin | None = None,
 ) -> PreparedSplits:
     """Read, validate, fingerprint and split `data_url` (only its date= partitions inside
-    `window`, if given: `ede.data.window`); write the splits under `storage_url`."""
+    `window`, if given: `ede.data.window`; labels joined from `join`'s table where it has
+    them: `ede.data.late_labels`); write the splits under `storage_url`."""
     settings.check()
-    parts, given = _list_parts(data_url, settings.label_column, window)
+    late = join.load(settings.label_column) if join is not None else None
+    parts, given = _list_parts(data_url, settings.label_column, window, late)
     days = sorted(
         {d.isoformat() for ss in parts.values() for s in ss if (d := partition_day(s.url))}
     )
@@ -182,6 +193,9 @@ def prepare_splits(
         row_groups=written.row_groups,
         window=window.to_dict() if window is not None and window.active else None,
         partitions=days if window is not None and window.active else [],
+        late_labels=None
+        if join is None or late is None
+        else {"url": shown_url(join.url), "id_column": join.id_column, "rows": len(late.ids)},
     )
     write_bytes_atomic(f"{root}/{MANIFEST}", json.dumps(prepared.to_dict(), indent=2).encode())
     return prepared
@@ -203,7 +217,10 @@ def _read_manifest(root: str) -> dict | None:
 
 
 def _list_parts(
-    data_url: str, label_column: str, window: DataWindow | None = None
+    data_url: str,
+    label_column: str,
+    window: DataWindow | None = None,
+    late: LateLabels | None = None,
 ) -> tuple[dict[str, list[Source]], bool]:
     """{"all": files} for one table or many files; {"train", ["val"], "test"} when given."""
     fs, path = fsspec.core.url_to_fs(data_url)
@@ -219,7 +236,7 @@ def _list_parts(
             given = True
     for name in parts:
         url = f"{data_url.rstrip('/')}/{name}" if given else data_url
-        parts[name] = list_sources(url, label_column, window)
+        parts[name] = list_sources(url, label_column, window, late)
     first = next(iter(parts.values()))[0]
     for name, sources in parts.items():
         if sources[0].feature_names != first.feature_names:

@@ -49,28 +49,40 @@ def read_table(
     feature_columns: list[str] | None = None,
     data: bytes | None = None,
 ) -> Table:
-    """Read and validate a table; ``label_column=None`` (or an absent column) gives ``y=None``.
+    """Read and validate a table; ``label_column=None`` gives ``y=None`` (a named label
+    column that is absent is an error: `ede.core.checks.label_present`).
 
     ``.npz`` files hold arrays ``X`` and optionally ``y``; their features are named
     ``f0 .. f{d-1}`` and their label column is called ``y`` in messages. ``data``: the
     file's bytes, read and checked already (a model folder's validation rows), so the
     rows parsed are the bytes whose sha256 was checked.
     """
-    suffix = _suffix(url)
-    raw = read_bytes(url) if data is None else data
-    try:
-        if suffix == ".npz":
+    if _suffix(url) == ".npz":
+        raw = read_bytes(url) if data is None else data
+        try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(io.BytesIO(raw))
-        else:
-            frame = pd.read_csv(io.BytesIO(raw))
+        except Exception as exc:  # parsers fail in many types; report them as one
+            raise ValueError(f"{shown_url(url)}: cannot parse as npz: {exc}") from exc
+        frame, label_column = _npz_frame(arrays, url, label_column)
+    else:
+        frame = read_frame(url, data)
+    return _frame_to_table(frame, url, label_column, feature_columns)
+
+
+def read_frame(url: str, data: bytes | None = None) -> pd.DataFrame:
+    """A Parquet or CSV file as it is, whole (small tables: a labels table, validation
+    rows); one ValueError naming the file when it does not parse."""
+    suffix = _suffix(url)
+    if suffix == ".npz":
+        raise ValueError(f"{shown_url(url)}: expected a .parquet or .csv table")
+    raw = read_bytes(url) if data is None else data
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(io.BytesIO(raw))
+        return pd.read_csv(io.BytesIO(raw))
     except Exception as exc:  # parsers fail in many types; report them as one
         raise ValueError(f"{shown_url(url)}: cannot parse as {suffix[1:]}: {exc}") from exc
-    if suffix == ".npz":
-        frame, label_column = _npz_frame(arrays, url, label_column)
-    return _frame_to_table(frame, url, label_column, feature_columns)
 
 
 def _npz_frame(

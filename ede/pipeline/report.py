@@ -38,6 +38,7 @@ def run_report(
             "labelled": prepared.labelled,
             "window": prepared.window,
             "partitions": prepared.partitions,
+            "late_labels": prepared.late_labels,
         },
         "best_params": best_params(outcome),
         "search": None if outcome is None else search_summary(outcome),

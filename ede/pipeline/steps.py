@@ -25,6 +25,7 @@ from ede.distributed.remote import call
 
 if TYPE_CHECKING:
     from ede.data.ingest import PreparedSplits, SplitSettings
+    from ede.data.late_labels import LabelJoin
     from ede.data.window import DataWindow
     from ede.distributed.cluster import Scaling
     from ede.distributed.tuning_results import SearchSummary
@@ -44,11 +45,15 @@ class TrainedModel:
 
 
 def ingest(
-    data_url: str, storage_url: str, split: SplitSettings, window: DataWindow | None = None
+    data_url: str,
+    storage_url: str,
+    split: SplitSettings,
+    window: DataWindow | None = None,
+    join: LabelJoin | None = None,
 ) -> PreparedSplits:
     """`ede.data.ingest.prepare_splits`: a whole-table pass, hence a task. (ede.data
     imports no torch, so the function itself is the task's body.)"""
-    return call(prepare_splits, data_url, storage_url, split, window)
+    return call(prepare_splits, data_url, storage_url, split, window, join)
 
 
 def search(
