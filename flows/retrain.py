@@ -35,6 +35,7 @@ from ede.pipeline.markdown import (
 )
 from ede.pipeline.report import run_report, run_summary
 from ede.pipeline.settings import Budget
+from ede.reporting.run import write as write_report
 from ede.storage import absolute, shown_url
 from flows.io_retries import STORAGE_RETRIES
 from flows.params import Fraction, ModelName, PositiveInt
@@ -48,6 +49,7 @@ train = task(steps.train, name="train", cache_policy=NO_CACHE)
 export = task(steps.export, name="export", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 evaluate = task(steps.evaluate, name="evaluate", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 promote = task(registry.promote, name="promote", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+report_page = task(write_report, name="report", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 # The champion's pointer moves by compare-and-swap (ede.export.registry): a run that lost a
 # race compares again with the new champion on its own test rows, a few times at most.
 PROMOTE_ATTEMPTS = 3
@@ -119,7 +121,9 @@ def retrain(
             for problem in (metrics["champion_error"], metrics["schema_change"]):
                 if problem:  # the rule still decides; the operator hears of it
                     log.warning("champion %s: %s", shown_url(seen.record["url"]), problem)
-            report = run_report(layout, prepared, outcome, metrics, meta, seen.record)
+            report = run_report(
+                layout, prepared, outcome, metrics, meta, seen.record, trained.history
+            )
             decision, url = promote(
                 layout.artifact_url,
                 layout.models_url,
@@ -133,8 +137,11 @@ def retrain(
             if not decision.moved:
                 break
             seen = registry.champion_view(layout.models_url, name)
+    page = report_page(url)  # report.html beside report.json, figures embedded
+    log.info("report: %s", page)
     current = registry.read_champion(layout.models_url, name)
     summary = run_summary(report, decision, url, current, time.perf_counter() - started)
+    summary["report_url"] = page
     create_markdown_artifact(
         retrain_markdown(name, summary, report),
         key=f"{name}-retrain",

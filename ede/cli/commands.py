@@ -167,10 +167,17 @@ def cmd_bench(args) -> None:
     print(getattr(bench, markdown)(report))
 
 
+def cmd_report(args) -> None:
+    from ede.reporting.run import write
+
+    print(f"report: {write(args.run, args.out)}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "tune": cmd_tune,
     "export": cmd_export,
     "score": cmd_score,
+    "report": cmd_report,
     "bench": cmd_bench,
 }

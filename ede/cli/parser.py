@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ESAD semi-supervised anomaly detection: train, benchmark, score.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train, _tune, _export, _score, _bench):
+    for add in (_train, _tune, _export, _score, _report, _bench):
         add(sub)
     return parser
 
@@ -135,6 +135,15 @@ def _export(sub) -> None:
         "(default: <model>/validation.parquet, threshold kept)",
     )
     threads(p)
+
+
+def _report(sub) -> None:
+    """Rebuild a retraining run's HTML report (figures embedded, nothing fetched) from
+    what it stored: --run is the published version's folder, models/<name>/<version>/,
+    on any fsspec URL.
+    """
+    p = command(sub, _report, help="rebuild a run's HTML report from storage")
+    urls(p, run="published version folder URL (holds report.json)", out="HTML file URL")
 
 
 def _score(sub) -> None:

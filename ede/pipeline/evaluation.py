@@ -23,23 +23,26 @@ def compare_on_test(
 ) -> dict[str, Any]:
     """{"candidate": metrics, "champion": metrics or None, "champion_error": str or None,
     "schema_change": how the features differ from the champion's (`registry.schema_change`),
-    or None}."""
+    or None, "curves": {"candidate", "champion"} of `ede.core.metrics.curves`}."""
     urls = [artifact_url] if champion is None else [artifact_url, champion["url"]]
     # required=1: the candidate's errors raise; the champion's come back in its place
     results = evaluate_artifacts(
-        urls, prepared.test_url, label_column=prepared.label_column, required=1
+        urls, prepared.test_url, label_column=prepared.label_column, required=1, with_curves=True
     )
+    drawn = {"candidate": results[0].pop("curves"), "champion": None}
     out: dict[str, Any] = {
         "candidate": results[0],
         "champion": None,
         "champion_error": None,
         "schema_change": None,
+        "curves": drawn,  # for the run's report (ede.reporting); not part of the metrics
     }
     if champion is not None:
         out["schema_change"] = _schema_change(artifact_url, champion["url"])
         if isinstance(results[1], Exception):
             out["champion_error"] = str(results[1])
         else:
+            drawn["champion"] = results[1].pop("curves")
             out["champion"] = results[1]
     return out
 

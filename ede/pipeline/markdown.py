@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ede.pipeline.report import trial_rows
 from ede.storage import shown_url
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
         f"- data: `{data['source']}`, sha256 `{summary['data_sha256'][:16]}`, "
         f"rows {data['rows']}, labelled {data['labelled']}{days}",
         f"- best config: {summary['best_params'] or 'defaults (no search)'}",
+        f"- report (figures): `{summary.get('report_url')}`",
         f"- model: `{shown_url(summary['model_url'])}`",
         f"- champion now: `{shown_url(summary['champion_url'] or 'none')}`",
         f"- wall time: {summary['seconds']:.0f} s",
@@ -49,9 +51,8 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
 
 
 def tuning_rows(outcome: SearchSummary) -> list[dict[str, Any]]:
-    """One row per trial, without the per-epoch curves."""
-    rows = outcome.table.drop(columns=["val_auroc_by_report"]).to_dict(orient="records")
-    return [{k: _cell(v) for k, v in row.items()} for row in rows]
+    """One row per trial, without the per-epoch curves (`ede.pipeline.report.trial_rows`)."""
+    return trial_rows(outcome)
 
 
 def score_markdown(
@@ -85,12 +86,6 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 def prepared_line(prepared) -> str:

@@ -8,6 +8,7 @@ JSON-ready dicts built from the steps' results, so nothing needs the run to repl
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ede.distributed.tuning_results import SearchSummary, best_params
@@ -25,8 +26,11 @@ def run_report(
     metrics: dict[str, Any],
     export_meta: dict[str, Any],
     champion: dict[str, Any] | None,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`metrics` from `compare_on_test`; `champion` the pointer as it was before this run."""
+    """`metrics` from `compare_on_test` (its curves included: the HTML report draws them,
+    `ede.reporting`); `champion` the pointer as it was before this run; `history` the
+    training's per-epoch losses and validation AUROC."""
     return {
         "version": layout.version,
         "data": {
@@ -44,6 +48,7 @@ def run_report(
         "search": None if outcome is None else search_summary(outcome),
         "metrics": metrics,
         "threshold": export_meta["threshold"],
+        "training": {"history": list(history or [])},
         "previous_champion": champion,
         "run_url": layout.run_url,
     }
@@ -56,7 +61,19 @@ def search_summary(outcome: SearchSummary) -> dict[str, Any]:
         "best_val_auroc": outcome.best_val_auroc,
         "results": f"{outcome.table_url}.parquet",
         "seconds": outcome.wall_s,
+        "trials_table": trial_rows(outcome),
     }
+
+
+def trial_rows(outcome: SearchSummary) -> list[dict[str, Any]]:
+    """One JSON-ready row per trial, without the per-epoch curves."""
+    rows = outcome.table.drop(columns=["val_auroc_by_report"], errors="ignore")
+    return [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
+
+
+def _cell(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def run_summary(

@@ -17,7 +17,7 @@ trains inside its trial.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ede.data.ingest import prepare_splits
@@ -42,6 +42,7 @@ class TrainedModel:
     out: str
     final_val_auroc: float
     threshold: float
+    history: list = field(default_factory=list)  # per epoch, of the model that held rows out
 
 
 def ingest(
@@ -119,7 +120,9 @@ def _train(prepared, layout, budget, scaling, target_fpr, outcome, refit, here):
         refit,
         in_this_task=here,
     )
-    return TrainedModel(trained.out, trained.final_val_auroc, float(trained.calibration.threshold))
+    history = [dict(h) for h in (trained.selected or trained.det).history_]
+    threshold = float(trained.calibration.threshold)
+    return TrainedModel(trained.out, trained.final_val_auroc, threshold, history)
 
 
 def _export(model_url, artifact_url, quantize):

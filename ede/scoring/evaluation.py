@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ede.core.checks import check_labels
-from ede.core.metrics import evaluate
+from ede.core.metrics import curves, evaluate
 from ede.data.listing import arrow_fs
 from ede.export.artifact import infer, read_model, session
 from ede.scoring.batch import DEFAULT_BATCH_SIZE, table_format
@@ -61,8 +61,10 @@ def evaluate_artifacts(
     label_column: str = "label",
     threads: int = 1,
     required: int = 0,
+    with_curves: bool = False,
 ) -> list[dict | Exception]:
-    """Each artifact's metrics (`evaluate_artifact`'s dict) on one labelled table, read once.
+    """Each artifact's metrics (`evaluate_artifact`'s dict) on one labelled table, read once;
+    `with_curves` adds "curves" (`ede.core.metrics.curves`: what a report draws).
 
     An artifact that cannot score these rows (ARTIFACT_ERRORS) gets its exception in
     place of metrics; the first `required` artifacts' errors are raised instead (a
@@ -106,6 +108,8 @@ def evaluate_artifacts(
         score = np.concatenate(judged.scores)
         judged.scores.clear()  # one artifact's curves at a time
         results[i] = _metrics(labels, score, judged.flagged)
+        if with_curves:
+            results[i]["curves"] = curves(labels, score)
         del score
     return results
 
