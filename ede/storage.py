@@ -198,7 +198,7 @@ def _cause(err: BaseException) -> tuple[type[OSError], str] | None:
     code = str(error.get("Code", "")) if isinstance(error, dict) else ""
     if name in NO_CREDENTIALS:
         return PermissionError, "no credentials (set AWS_* variables, a profile or a role)"
-    if name in UNREACHABLE:
+    if name in UNREACHABLE or _arrow_s3_error(err) == "NETWORK_CONNECTION":
         return ConnectionError, "endpoint unreachable"
     if code in DENIED_CODES:
         return PermissionError, "access denied"
@@ -238,7 +238,32 @@ def transient(exc: BaseException) -> bool:
             return True
         if type(err).__name__ in UNREACHABLE | {"ReadTimeoutError", "ServerDisconnectedError"}:
             return True
+        if _arrow_s3_error(err) in TRANSIENT_ARROW_ERRORS:
+            return True
     return False
+
+
+# pyarrow's native S3 filesystem (ede's reader of Parquet inputs) raises a plain OSError
+# whose message names the AWS SDK's error type: "... AWS Error NETWORK_CONNECTION during
+# HeadObject operation: ...". No botocore type and no response there, so it is
+# recognised by that name: a dropped or refused connection, throttling, a 5xx.
+TRANSIENT_ARROW_ERRORS = {
+    "NETWORK_CONNECTION",
+    "REQUEST_TIMEOUT",
+    "SLOW_DOWN",
+    "THROTTLING",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "REQUEST_TIME_TOO_SKEWED",
+}
+
+
+def _arrow_s3_error(err: BaseException) -> str | None:
+    """The AWS SDK error name in a pyarrow S3 OSError's message, else None."""
+    if type(err) is not OSError:
+        return None
+    found = re.search(r"AWS Error ([A-Z_]+) during", str(err))
+    return found.group(1) if found else None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -42,7 +42,7 @@ def _set_threads(n: int, torch_too: bool = True) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _set_threads(args.threads, torch_too=args.command != "score")
+    _set_threads(args.threads, torch_too=args.command not in ("score", "report"))
     try:
         COMMANDS[args.command](args)
     except Exception as exc:

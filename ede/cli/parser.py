@@ -144,6 +144,7 @@ def _report(sub) -> None:
     """
     p = command(sub, _report, help="rebuild a run's HTML report from storage")
     urls(p, run="published version folder URL (holds report.json)", out="HTML file URL")
+    threads(p, "unused: drawing is single-threaded")
 
 
 def _score(sub) -> None:

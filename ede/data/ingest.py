@@ -37,7 +37,7 @@ from ede.data import split_rules, split_writer
 from ede.data.batches import Source, batches, list_sources
 from ede.data.late_labels import LabelJoin, LateLabels
 from ede.data.window import DataWindow, partition_day
-from ede.storage import shown_url, write_bytes_atomic
+from ede.storage import shown_url, storage_error, transient, write_bytes_atomic
 
 MANIFEST = "manifest.json"
 GIVEN_SPLITS = ("train", "val", "test")
@@ -227,6 +227,13 @@ def _list_parts(
     try:
         is_dir = fs.isdir(path)
     except Exception as exc:  # every backend fails in its own types
+        # An outage or throttling keeps its kind (one line for what an operator fixes):
+        # as a ValueError, a bad-input error, the retrain flow's retries would give up.
+        failed = storage_error(exc, data_url, "read")
+        if failed is not None:
+            raise failed from None
+        if transient(exc):
+            raise
         raise ValueError(f"{shown_url(data_url)}: cannot reach the data: {exc}") from None
     parts, given = {"all": None}, False
     if is_dir:

@@ -17,8 +17,10 @@ Why it is built this way:
   the GIL), onnxruntime scores this one (so does it), a writer thread encodes and
   uploads the previous one.
 - Restartable: each output goes to `<output>/_ede-tmp-<name>.<random>` and is moved
-  to `<output>/<input stem>.parquet` once complete; an existing output is skipped
-  unless `overwrite`, so rerunning after a crash finishes the job. Readers
+  to `<output>/<input stem>.parquet` once complete; an existing output the record
+  lists is skipped unless `overwrite` (an unlisted one is scored again: it may have
+  been moved into place just before a crash or an outage stopped its entry), so
+  rerunning after a crash finishes the job. Readers
   (pyarrow, Spark) ignore names starting with `_`. A run removes only stale
   temporaries (`ede.scoring.pipeline.is_stale_tmp`: untouched for `STALE_TMP_S`),
   whatever their stem (temporaries only ever lie directly in the prefix), so a
@@ -148,11 +150,12 @@ def plan(
     except FileNotFoundError:
         listing = []
     existing = {info["name"].rstrip("/").rsplit("/", 1)[-1] for info in listing}
-    record = None
+    record, listed = None, None
     if model is not None:
         record_url = fs_out.unstrip_protocol(f"{out_dir}/{RECORD_FILE}")
         record = Record(output, record_url, model, overwrite)
-        record.check()  # another model's prefix: refused before any input is opened
+        current = record.check()  # another model's prefix: refused before any input is opened
+        listed = set((current or {}).get("files", {}))
     jobs, skipped, seen, unused = [], 0, {}, set()
     sources = {shown for _, shown in inputs}
     for path, shown in inputs:
@@ -167,7 +170,9 @@ def plan(
         target = f"{out_dir}/{name}"
         if shown_url(fs_out.unstrip_protocol(target)) in sources:
             raise ValueError(f"{shown}: output {name} would overwrite this input")
-        if name in existing and not overwrite:
+        # With a record, only what it lists is done: an output moved into place whose
+        # entry was never written (a crash or an outage in between) is scored again.
+        if name in existing and not overwrite and (listed is None or name in listed):
             skipped += 1
             continue
         fields = [schema.field(c) for c in passthrough]

@@ -17,6 +17,10 @@ Underscored, so Parquet readers (pyarrow, Spark) skip it like the temporaries. I
   place and written again after, so a crash in between leaves the file unrecorded
   (unknown), never recorded under the model it no longer comes from. Outputs written
   before records existed are not listed either.
+- Only a listed output counts as done: a rerun skips the outputs the record lists and
+  scores the unlisted ones again (`ede.scoring.batch.plan`). A crash, or a storage
+  outage, between an output's move and its entry would otherwise leave that file
+  unrecorded for good, since every retry would skip it.
 - Concurrent scorers: every change is a compare-and-swap (`ede.conditional_write`),
   re-read and re-applied on a conflict, so no writer loses another's entries.
 """
@@ -82,11 +86,14 @@ class Record:
     def read(self) -> dict[str, Any] | None:
         return _parse(self.url, read_versioned(self.url).data)
 
-    def check(self) -> None:
-        """MixedModels unless this run may write here (read only: plan() calls it)."""
-        line = None if self.overwrite else refusal(self.output_url, self.read(), self.model)
+    def check(self) -> dict[str, Any] | None:
+        """MixedModels unless this run may write here (read only: plan() calls it); else
+        the record as read (None when there is none yet)."""
+        record = self.read()
+        line = None if self.overwrite else refusal(self.output_url, record, self.model)
         if line:
             raise MixedModels(line)
+        return record
 
     def before_commit(self, name: str) -> None:
         """Before `name` is moved into place: claim the prefix (or refuse), drop its entry."""
