@@ -162,6 +162,29 @@ DENIED_CODES = {
     "AccountProblem",
 }
 BUCKET_MISSING_CODES = {"NoSuchBucket"}
+# pyarrow's native S3 filesystem (`ede score`'s and ingest's reads) raises a plain OSError
+# whose message carries the AWS SDK's error code: "... AWS Error ACCESS_DENIED during
+# HeadObject operation: ...". Its codes, mapped to the same causes as botocore's.
+ARROW_S3_ERROR = re.compile(r"AWS Error ([A-Z_]+) during")
+_DENIED = (PermissionError, "access denied")
+ARROW_CAUSES: dict[str, tuple[type[OSError], str]] = {
+    "NETWORK_CONNECTION": (ConnectionError, "endpoint unreachable"),
+    "ACCESS_DENIED": _DENIED,
+    "INVALID_ACCESS_KEY_ID": _DENIED,
+    "SIGNATURE_DOES_NOT_MATCH": _DENIED,
+    "EXPIRED_TOKEN": _DENIED,
+    "INVALID_CLIENT_TOKEN_ID": _DENIED,
+    "MISSING_AUTHENTICATION_TOKEN": _DENIED,
+    "NO_SUCH_BUCKET": (FileNotFoundError, "bucket missing"),
+}
+ARROW_TRANSIENT = {
+    "NETWORK_CONNECTION",
+    "SLOW_DOWN",
+    "THROTTLING",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "REQUEST_TIMEOUT",
+}
 
 
 def storage_error(exc: BaseException, url: str | None, operation: str) -> OSError | None:
@@ -196,12 +219,15 @@ def _cause(err: BaseException) -> tuple[type[OSError], str] | None:
     response = getattr(err, "response", None)
     error = response.get("Error") if isinstance(response, dict) else None
     code = str(error.get("Code", "")) if isinstance(error, dict) else ""
+    arrow = _arrow_code(err)
+    if arrow in ARROW_CAUSES:
+        return ARROW_CAUSES[arrow]
     if name in NO_CREDENTIALS:
         return PermissionError, "no credentials (set AWS_* variables, a profile or a role)"
-    if name in UNREACHABLE or _arrow_s3_error(err) == "NETWORK_CONNECTION":
+    if name in UNREACHABLE:
         return ConnectionError, "endpoint unreachable"
     if code in DENIED_CODES:
-        return PermissionError, "access denied"
+        return _DENIED
     if code in BUCKET_MISSING_CODES:
         return FileNotFoundError, "bucket missing"
     return None
@@ -238,31 +264,16 @@ def transient(exc: BaseException) -> bool:
             return True
         if type(err).__name__ in UNREACHABLE | {"ReadTimeoutError", "ServerDisconnectedError"}:
             return True
-        if _arrow_s3_error(err) in TRANSIENT_ARROW_ERRORS:
+        if _arrow_code(err) in ARROW_TRANSIENT:
             return True
     return False
 
 
-# pyarrow's native S3 filesystem (ede's reader of Parquet inputs) raises a plain OSError
-# whose message names the AWS SDK's error type: "... AWS Error NETWORK_CONNECTION during
-# HeadObject operation: ...". No botocore type and no response there, so it is
-# recognised by that name: a dropped or refused connection, throttling, a 5xx.
-TRANSIENT_ARROW_ERRORS = {
-    "NETWORK_CONNECTION",
-    "REQUEST_TIMEOUT",
-    "SLOW_DOWN",
-    "THROTTLING",
-    "SERVICE_UNAVAILABLE",
-    "INTERNAL_FAILURE",
-    "REQUEST_TIME_TOO_SKEWED",
-}
-
-
-def _arrow_s3_error(err: BaseException) -> str | None:
-    """The AWS SDK error name in a pyarrow S3 OSError's message, else None."""
-    if type(err) is not OSError:
+def _arrow_code(err: BaseException) -> str | None:
+    """The AWS SDK's error code in a pyarrow S3 OSError's message; None for anything else."""
+    if type(err) is not OSError:  # pyarrow raises plain OSError; subclasses are Python's
         return None
-    found = re.search(r"AWS Error ([A-Z_]+) during", str(err))
+    found = ARROW_S3_ERROR.search(str(err))
     return found.group(1) if found else None
 
 

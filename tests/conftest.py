@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +29,13 @@ ODDS_DIR = REPO_ROOT.parent / "shared" / "data" / "odds"
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """Start moto's S3 server on a free local port; code under test finds it via AWS_* env."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # werkzeug's request log ("HEAD /bucket/key 404") would land on the stderr of every
+    # in-process command a test captures: the server's noise, not ede's output
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
@@ -124,3 +133,32 @@ def write_anomaly_table():
         return url
 
     return write
+
+
+@pytest.fixture(scope="session")
+def refusing_s3() -> Iterator[str]:
+    """A second moto server, in its IAM mode from the first request on: it knows no access
+    key, so every request is refused as a real S3 refuses wrong credentials."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -90,6 +90,34 @@ def test_a_renamed_label_is_refused_and_no_label_is_said(tmp_path, capsys):
     assert list(ESAD.load(str(unlabelled)).feature_names_in_) == ["a", "b", "c", "d"]
 
 
+def test_train_states_its_features_and_leaves_declared_id_columns_out(tmp_path, capsys):
+    """Every numeric column but the label and --id-columns is a feature, named on one line;
+    a declared id column that is absent is one error naming it, with nothing written."""
+    df = _frame()
+    df.insert(0, "row_id", np.arange(len(df)))
+    df["batch"] = 7
+    data = tmp_path / "ids.parquet"
+    df.to_parquet(data)
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--id-columns", "row_id,batch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "features (4): a, b, c, d"
+    assert list(ESAD.load(str(out)).feature_names_in_) == ["a", "b", "c", "d"]
+
+    undeclared = tmp_path / "all"
+    assert main(["train", "--data", str(data), "--out", str(undeclared), "--epochs", "1"]) == 0
+    assert "features (6): row_id, a, b, c, d, batch" in capsys.readouterr().out
+
+    missing = tmp_path / "missing"
+    argv = ["train", "--data", str(data), "--out", str(missing), "--epochs", "1"]
+    assert main([*argv, "--id-columns", "row_id,rowid"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ids.parquet" in err[0], err
+    assert "--id-columns not in the table: ['rowid']" in err[0]
+    assert not missing.exists()
+
+
 def test_missing_input_file(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.parquet"), "--out", "x"]) == 2
     assert "nope.parquet" in capsys.readouterr().err

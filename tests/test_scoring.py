@@ -295,6 +295,18 @@ def test_bench_score_smoke(tmp_path, capsys):
     assert "(b) onnxruntime fp32" in capsys.readouterr().out
 
 
+def test_bench_score_s3_smoke(tmp_path, capsys):
+    """--s3: `ede score` from the loopback S3 server at two sizes, in fresh processes."""
+    report = tmp_path / "bench.json"
+    assert main(["bench", "score", "--s3", "--json", str(report), "--rows", "20000"]) == 0
+    got = json.loads(report.read_text())
+    s3 = got["s3"]
+    assert got["mode"] == "s3" and (s3["rows_10x"], s3["rows_1x"]) == (20000, 2000)
+    assert s3["rows_per_s_10x"] > 0 and s3["rows_per_s_1x"] > 0
+    assert s3["rss_10x_mb"] > 0 and s3["ratio"] > 0 and s3["batch_size"] == 65536
+    assert "peak RSS 10x vs 1x" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- shared prefixes
 
 

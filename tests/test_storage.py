@@ -7,9 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -111,33 +109,6 @@ def test_no_credentials_at_all_is_one_line(local, s3_bucket, tmp_path, command):
     )
     line = one_line(ede_cli(*commands(local, s3_bucket)[command], env=env))
     assert f"{s3_bucket}/" in line and "no credentials" in line
-
-
-@pytest.fixture(scope="module")
-def refusing_s3() -> Iterator[str]:
-    """A second moto server, in its IAM mode from the first request on: it knows no access
-    key, so every request is refused as a real S3 refuses wrong credentials."""
-    port = closed_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("command", ["train", "export", "score"])

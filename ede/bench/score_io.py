@@ -1,6 +1,9 @@
 """`ede bench score`'s storage half: scoring end to end from a loopback S3 server, and
 the scorer's peak memory in fresh processes.
 
+`s3_at_scale` (`ede bench score --s3`) scores many generated rows from that server and a
+tenth of them, so peak RSS shows as a ratio that batch size bounds, not input size.
+
 `loopback_s3` runs moto's S3 server in a child process, so its request handling
 does not share this process's GIL with the scorer being measured.
 """
@@ -12,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +68,9 @@ def loopback_s3() -> Iterator[str]:
 _AWS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
-def _table(X: np.ndarray, y: np.ndarray) -> pa.Table:
+def _table(X: np.ndarray, y: np.ndarray, first: int = 0) -> pa.Table:
     cols = {f"f{j}": X[:, j] for j in range(X.shape[1])}
-    return pa.table({"row_id": np.arange(len(X)), **cols, "label": y})
+    return pa.table({"row_id": np.arange(first, first + len(X)), **cols, "label": y})
 
 
 def end_to_end(folder: str, X: np.ndarray, y: np.ndarray, threads: int) -> dict:
@@ -104,6 +107,57 @@ def end_to_end(folder: str, X: np.ndarray, y: np.ndarray, threads: int) -> dict:
     }
 
 
+def s3_at_scale(
+    folder: str,
+    chunks: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+    rows: int,
+    batch_size: int,
+    log: Callable[[str], None],
+) -> dict:
+    """`ede score` from the loopback S3 server on `rows` rows (FILES Parquet files) and on
+    a tenth of them (one file), each in a fresh process (input, model and output all on
+    the server): rows/s and peak RSS. `chunks(part, n)` makes the part-th `n` rows, so
+    the table is written chunk by chunk and never held whole here."""
+    import s3fs
+
+    n1 = max(rows // 10, 1)
+    step = -(-rows // FILES)
+    out = {"rows_1x": n1, "rows_10x": rows, "files_10x": FILES, "batch_size": batch_size}
+    with loopback_s3():
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        fs.mkdir("bench")
+        fs.put(f"{folder.rstrip('/')}/", "bench/model/", recursive=True)
+        start, part = time.perf_counter(), 0
+        layout = [("small/part0.parquet", n1)]
+        layout += [(f"big/part{k}.parquet", min(step, rows - k * step)) for k in range(FILES)]
+        for key, n in layout:
+            with fs.open(f"bench/{key}", "wb") as f:
+                writer = None
+                for first in range(0, n, ROW_GROUP * 4):
+                    X, y = chunks(part, min(ROW_GROUP * 4, n - first))
+                    table = _table(X, y, first)
+                    writer = writer or pq.ParquetWriter(f, table.schema)
+                    writer.write_table(table, row_group_size=ROW_GROUP)
+                    part += 1
+                writer.close()
+        log(f"wrote {n1 + rows:,} rows to loopback S3 in {time.perf_counter() - start:.0f} s")
+        for key, url in (("1x", "s3://bench/small/"), ("10x", "s3://bench/big/")):
+            log(f"scoring {out[f'rows_{key}']:,} rows from {url} in a fresh process")
+            args = ("s3://bench/model", url, f"s3://bench/out-{key}/", str(batch_size))
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True
+            )
+            if done.returncode:
+                raise RuntimeError(f"the scorer failed: {done.stderr.strip()[-2000:]}")
+            rate, rss = done.stdout.split()[-2:]
+            out[f"rows_per_s_{key}"] = float(rate)
+            out[f"rss_{key}_mb"] = int(rss) / 1024
+        s3fs.S3FileSystem.clear_instance_cache()
+    out["ratio"] = out["rss_10x_mb"] / out["rss_1x_mb"]
+    return out
+
+
 # Peak RSS from /proc's VmHWM: ru_maxrss survives exec, so a child forked from this
 # (large) process would report this process's size.
 _CHILD = """
@@ -111,7 +165,8 @@ import resource, sys
 from ede.scoring.batch import score  # onnxruntime and pyarrow only: ede/__init__ is lazy
 if sys.argv[1] != "-":
     model, table, out, batch = sys.argv[1:5]
-    score(model, table, out, batch_size=int(batch), overwrite=True, warn=lambda _: None)
+    s = score(model, table, out, batch_size=int(batch), overwrite=True, warn=lambda _: None)
+    print(s.rows_per_second)
 try:
     status = open("/proc/self/status").read().split("VmHWM:")[1]
     print(int(status.split()[0]))

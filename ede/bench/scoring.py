@@ -33,23 +33,27 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ede.bench.score_io import end_to_end, peak_rss
+from ede.bench.score_io import end_to_end, peak_rss, s3_at_scale
 from ede.core.estimator import ESAD
 from ede.core.metrics import evaluate
 from ede.data.protocol import validation_split
 from ede.export.artifact import INPUT_NAME, INT8_FILE, MODEL_FILE, read_model, session
 from ede.export.exporter import export
 from ede.export.onnx_graph import inference_wrapper
+from ede.scoring.batch import DEFAULT_BATCH_SIZE
 
 N_FEATURES, BATCH = 21, 4096
 ROUNDS = 3  # each engine scores a third of the table per round; the best round counts
 TARGETS = {"fp32_vs_torch": 1.8, "fp32_vs_roofline": 0.8, "end_to_end_vs_read": 0.7}
 
 
-def make_table(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Normals on a 4-d linear manifold plus noise; anomalies step off it in 3 features."""
+def make_table(rows: int, seed: int = 0, part: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normals on a 4-d linear manifold plus noise; anomalies step off it in 3 features.
+    `part`: the part-th chunk of a table too large to make at once (same manifold)."""
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(4, N_FEATURES))
+    if part is not None:
+        rng = np.random.default_rng([seed, part])
     X = rng.normal(size=(rows, 4)) @ W + 0.1 * rng.normal(size=(rows, N_FEATURES))
     y = (rng.random(rows) < 0.01).astype(np.int64)
     idx = np.flatnonzero(y)
@@ -145,7 +149,14 @@ def engines(det: ESAD, folder: str, X: np.ndarray, threads: int) -> dict:
     return {"engines": out, "flops_per_row": flops}
 
 
-def run(rows: int = 2_000_000, threads: int = 1, log: Callable[[str], None] = print) -> dict:
+def run(
+    rows: int = 2_000_000,
+    threads: int = 1,
+    s3: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    if s3:
+        return run_s3(rows, threads, log)
     if rows < ROUNDS * BATCH:  # a batch per engine and round at least
         raise ValueError(f"--rows {rows}: use at least {ROUNDS * BATCH} rows")
     X, y = make_table(rows)
@@ -211,7 +222,52 @@ def run(rows: int = 2_000_000, threads: int = 1, log: Callable[[str], None] = pr
     }
 
 
+def run_s3(rows: int, threads: int = 1, log: Callable[[str], None] = print) -> dict:
+    """`ede bench score --s3`: `rows` generated rows scored from the loopback S3 server, and
+    a tenth of them, each by `ede score` in a fresh process at the default batch size:
+    rows/s and peak RSS, never the whole table in this process."""
+    if rows < 10:
+        raise ValueError(f"--rows {rows}: use at least 10 rows")
+    X, y = make_table(20_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(Path(tmp) / "model")
+        log("fitting and exporting the default MLP on 20,000 rows")
+        det, meta = fit_model(X, y, folder, threads)
+        s3 = s3_at_scale(
+            folder, lambda part, n: make_table(n, part=part), rows, DEFAULT_BATCH_SIZE, log
+        )
+    return {
+        "mode": "s3",
+        "config": {
+            "rows": rows,
+            "features": N_FEATURES,
+            "threads": threads,
+            "hidden": list(det.hidden),
+            "latent_dim": det.latent_dim,
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "onnxruntime": meta["exporter"]["onnxruntime"],
+        },
+        "s3": s3,
+    }
+
+
 def markdown(report: dict) -> str:
+    if report.get("mode") == "s3":
+        c, s = report["config"], report["s3"]
+        return "\n".join(
+            [
+                f"`ede score` from loopback S3, batch {s['batch_size']}, {c['threads']} "
+                f"thread(s), {c['features']} features, load average "
+                f"{c['load_average_1min']:.2f} on {c['cpu_count']} CPUs",
+                f"{s['rows_10x']:,} rows ({s['files_10x']} files): "
+                f"{s['rows_per_s_10x']:,.0f} rows/s, peak RSS {s['rss_10x_mb']:.0f} MB",
+                f"{s['rows_1x']:,} rows (1 file): {s['rows_per_s_1x']:,.0f} rows/s, "
+                f"peak RSS {s['rss_1x_mb']:.0f} MB",
+                f"peak RSS 10x vs 1x: {s['ratio']:.2f} (bounded by batch size, not input size)",
+            ]
+        )
     c, t, ratios = report["config"], report["throughput"], report["ratios"]
     roof = t["numpy_roofline"]["rows_per_s"]
     lines = [

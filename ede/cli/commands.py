@@ -15,6 +15,11 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def features_line(names: list[str]) -> str:
+    """What training says it trained on: every feature, by name, on one line."""
+    return f"features ({len(names)}): {', '.join(names)}"
+
+
 def _esad(args):
     """ESAD as the options ask; --epochs means exactly that many, so it lifts the step
     floor and cap that otherwise stretch or cut a short or long run."""
@@ -42,7 +47,9 @@ def cmd_train(args) -> None:
         label_column=args.label_column,
         validation_fraction=args.validation_fraction,
         target_fpr=args.target_fpr,
+        id_columns=args.id_columns,
     )
+    print(features_line(got.det.input_feature_names()))
     cal = got.calibration
     print(
         f"read {got.rows} rows ({got.labelled} labelled anomalies); fit on {got.fit_rows}, "
@@ -65,7 +72,9 @@ def _train_distributed(args) -> None:
         target_fpr=args.target_fpr,
         max_failures=args.max_failures,
         verbose=args.verbose,
+        id_columns=args.id_columns,
     )
+    print(features_line(trained.det.input_feature_names()))
     last = trained.det.history_[-1] if trained.det.history_ else {}
     print(
         f"trained on {args.workers} worker(s); validation AUROC "
@@ -105,6 +114,7 @@ def cmd_tune(args) -> None:
         label_column=args.label_column,
         validation_fraction=args.validation_fraction,
         experiment=args.experiment,
+        id_columns=args.id_columns,
     )
     shown = ", ".join(f"{k}={v:.4g}" for k, v in out.best_params.items())
     print(

@@ -44,6 +44,17 @@ def label_column(p) -> None:
     )
 
 
+def id_columns(p) -> None:
+    """Training's features are every numeric column but the label and these
+    (`ede.core.checks.feature_columns`); a declared one that is absent is an error."""
+    p.add_argument(
+        "--id-columns",
+        type=comma_list,
+        default=None,
+        help="comma list of id/pass-through columns, not features (each must exist)",
+    )
+
+
 def seed_and_threads(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     threads(p)

@@ -88,3 +88,20 @@ def label_present(columns, label_column: str | None, where: str) -> bool:
     shown = sorted(str(c) for c in columns)
     missing = f"{where}: no label column '{label_column}' (columns {shown})"
     raise ValueError(f"{missing}; {NO_LABEL_HINT}")
+
+
+def feature_columns(
+    columns, label: str | None, id_columns: list[str] | None, where: str
+) -> list[str]:
+    """Training's features, by name: every column but the label (`label`: its name when
+    present, from `label_present`) and the declared id/pass-through columns, in the
+    table's order. A declared id column that is absent is an error naming it: a typo
+    would otherwise train on the column meant to be left out."""
+    columns = [str(c) for c in columns]
+    ids = list(id_columns or [])
+    absent = [c for c in ids if c not in columns]
+    if absent:
+        raise ValueError(f"{where}: --id-columns not in the table: {absent} (columns {columns})")
+    if label is not None and label in ids:
+        raise ValueError(f"{where}: label column '{label}' is also in --id-columns")
+    return [c for c in columns if c != label and c not in ids]

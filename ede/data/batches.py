@@ -30,12 +30,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels, label_present
+from ede.core.checks import check_labels, feature_columns, label_present
 from ede.data.late_labels import LateLabels, label_column_needed
 from ede.data.listing import arrow_fs, list_files
 from ede.data.tables import SUFFIXES
 from ede.data.window import DataWindow
-from ede.storage import read_bytes, shown_url
+from ede.storage import first_line, read_bytes, shown_url, storage_error
 
 BATCH_BYTES = 4 << 20  # float32 features per batch (CSV: bytes of text per block)
 STREAM_BYTES = 4 << 20  # Parquet: read buffers of all columns together (64 KiB or more each)
@@ -102,9 +102,8 @@ def inspect_source(url: str, label_column: str | None, late: LateLabels | None =
     has_label = label_column_needed(late, schema.names, label_column, where)
     if late is not None and late.id_column not in schema.names:
         raise ValueError(f"{where}: no id column '{late.id_column}' to join the late labels")
-    skip = {label_column} if has_label else set()
-    skip |= {late.id_column} if late is not None else set()
-    names = tuple(c for c in schema.names if c not in skip)
+    ids = [late.id_column] if late is not None else None
+    names = tuple(feature_columns(schema.names, label_column if has_label else None, ids, where))
     if not names:
         raise ValueError(f"{where}: no feature columns")
     for name in names:
@@ -164,6 +163,9 @@ def _record_batches(source: Source, size: int) -> Iterator[pa.RecordBatch]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{shown_url(source.url)}: no such file") from None
     except (pa.ArrowInvalid, OSError) as exc:
+        failed = storage_error(exc, source.url, "read")  # pyarrow's S3: denied, unreachable
+        if failed is not None:
+            raise failed from None
         raise ValueError(
             f"{shown_url(source.url)}: cannot parse as {source.suffix[1:]}: {exc}"
         ) from None
@@ -208,7 +210,8 @@ class _csv:
 
     def __init__(self, url: str, numeric: list[str] | None = None):
         if numeric is None:
-            numeric = [n for n, t in zip(*_csv_schema(url), strict=True) if _numeric(t)]
+            names, types, _ = _csv_schema(url)
+            numeric = [n for n, t in zip(names, types, strict=True) if _numeric(t)]
         afs, path, _ = arrow_fs(url)
         self.stream = afs.open_input_stream(path)
         try:
@@ -230,14 +233,21 @@ class _csv:
         self.stream.close()
 
 
-def _csv_schema(url: str) -> tuple[list[str], list[pa.DataType]]:
-    """Column names and the types pyarrow infers from the first block."""
+def _csv_schema(url: str) -> tuple[list[str], list[pa.DataType], bool]:
+    """Column names and the types pyarrow infers from the first block, and whether that
+    block holds a row (a header-only file is empty before anything starts)."""
     afs, path, _ = arrow_fs(url)
     with afs.open_input_stream(path) as stream:
-        schema = pacsv.open_csv(
-            stream, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES)
-        ).schema
-    return schema.names, schema.types
+        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=BATCH_BYTES))
+        rows = any(batch.num_rows for batch in _first(reader))
+    return reader.schema.names, reader.schema.types, rows
+
+
+def _first(reader: pacsv.CSVStreamingReader) -> list[pa.RecordBatch]:
+    try:
+        return [reader.read_next_batch()]
+    except StopIteration:
+        return []
 
 
 def _schema(url: str) -> tuple[pa.Schema, int | None]:
@@ -246,13 +256,16 @@ def _schema(url: str) -> tuple[pa.Schema, int | None]:
         if url.split("?", 1)[0].lower().endswith(".parquet"):
             with _parquet(url) as pf:
                 return pf.schema_arrow, pf.metadata.num_rows
-        names, types = _csv_schema(url)
-        return pa.schema(list(zip(names, types, strict=True))), None
+        names, types, rows = _csv_schema(url)
+        return pa.schema(list(zip(names, types, strict=True))), None if rows else 0
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: no such file") from None
     except (pa.ArrowInvalid, OSError) as exc:
+        failed = storage_error(exc, url, "read")  # pyarrow's S3: denied, unreachable
+        if failed is not None:
+            raise failed from None
         kind = url.split("?", 1)[0].rsplit(".", 1)[-1]
-        raise ValueError(f"{where}: cannot parse as {kind}: {exc}") from None
+        raise ValueError(f"{where}: cannot parse as {kind}: {first_line(exc)}") from None
 
 
 def _numeric(kind: pa.DataType) -> bool:

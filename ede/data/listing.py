@@ -12,11 +12,17 @@ from __future__ import annotations
 import fsspec
 import pyarrow.fs as pafs
 
-from ede.storage import shown_url
+from ede.storage import check_bucket, reported, shown_url
 
 
 def list_files(url: str, suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFileSystem, list[str]]:
-    """(filesystem, sorted paths in it) of the files `url` names; one error naming it."""
+    """(filesystem, sorted paths in it) of the files `url` names; one error naming it
+    (`ede.storage.storage_error`'s line for a store that refuses or cannot be reached)."""
+    with reported(url, "read"):
+        return _list_files(url, suffixes)
+
+
+def _list_files(url: str, suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     fs, path = fsspec.core.url_to_fs(url)
     fs.invalidate_cache()
     if any(ch in path for ch in "*?["):
@@ -28,6 +34,7 @@ def list_files(url: str, suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFile
             raise ValueError(f"{shown_url(url)}: not a {' or '.join(suffixes)} file")
         return fs, [path]
     else:
+        check_bucket(url)  # on an object store, a missing bucket says so
         raise FileNotFoundError(f"{shown_url(url)}: no such file, folder or prefix")
     keep = sorted(p for p in paths if p.lower().endswith(suffixes) and _is_data(p))
     if not keep:

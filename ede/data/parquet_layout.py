@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ede.core.checks import check_labels, label_present
+from ede.core.checks import feature_columns as training_features
 from ede.storage import absolute, shown_url
 
 SCALER_KEY = "ede.scaler"  # footer key: the scaler ingest fitted on the table's fit rows
@@ -87,7 +88,10 @@ class ParquetLayout:
 
 
 def inspect_parquet(
-    url: str, label_column: str | None = "label", feature_columns: list[str] | None = None
+    url: str,
+    label_column: str | None = "label",
+    feature_columns: list[str] | None = None,
+    id_columns: list[str] | None = None,
 ) -> ParquetLayout:
     """Read the footer only; fail with one line naming the file or column at fault. The
     layout keeps the path absolute: Ray's workers read it from folders of their own."""
@@ -104,7 +108,8 @@ def inspect_parquet(
         raise FileNotFoundError(f"{shown_url(url)}: no such file") from None
     schema = meta.schema.to_arrow_schema()
     has_label = label_present(schema.names, label_column, shown_url(url))
-    names = feature_columns or [c for c in schema.names if not (has_label and c == label_column)]
+    label = label_column if has_label else None
+    names = feature_columns or training_features(schema.names, label, id_columns, shown_url(url))
     for name in names:
         if name not in schema.names:
             raise ValueError(f"{shown_url(url)}: requested feature column '{name}' is missing")

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ede.core.checks import check_labels, label_present
+from ede.core.checks import feature_columns as training_features
 from ede.storage import read_bytes, shown_url, write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
@@ -48,6 +49,7 @@ def read_table(
     label_column: str | None = "label",
     feature_columns: list[str] | None = None,
     data: bytes | None = None,
+    id_columns: list[str] | None = None,
 ) -> Table:
     """Read and validate a table; ``label_column=None`` gives ``y=None`` (a named label
     column that is absent is an error: `ede.core.checks.label_present`).
@@ -55,7 +57,9 @@ def read_table(
     ``.npz`` files hold arrays ``X`` and optionally ``y``; their features are named
     ``f0 .. f{d-1}`` and their label column is called ``y`` in messages. ``data``: the
     file's bytes, read and checked already (a model folder's validation rows), so the
-    rows parsed are the bytes whose sha256 was checked.
+    rows parsed are the bytes whose sha256 was checked. Without ``feature_columns`` the
+    features are every column but the label and ``id_columns``
+    (`ede.core.checks.feature_columns`).
     """
     if _suffix(url) == ".npz":
         raw = read_bytes(url) if data is None else data
@@ -67,7 +71,7 @@ def read_table(
         frame, label_column = _npz_frame(arrays, url, label_column)
     else:
         frame = read_frame(url, data)
-    return _frame_to_table(frame, url, label_column, feature_columns)
+    return _frame_to_table(frame, url, label_column, feature_columns, id_columns)
 
 
 def read_frame(url: str, data: bytes | None = None) -> pd.DataFrame:
@@ -110,6 +114,7 @@ def _frame_to_table(
     url: str,
     label_column: str | None,
     feature_columns: list[str] | None,
+    id_columns: list[str] | None = None,
 ) -> Table:
     where = shown_url(url)
     frame.columns = [str(c) for c in frame.columns]
@@ -117,7 +122,8 @@ def _frame_to_table(
         raise ValueError(f"{where}: table is empty (0 rows)")
     has_label = label_present(frame.columns, label_column, where)
     if feature_columns is None:
-        names = [c for c in frame.columns if not (has_label and c == label_column)]
+        label = label_column if has_label else None
+        names = training_features(frame.columns, label, id_columns, where)
     else:
         names = [str(c) for c in feature_columns]
         missing = [c for c in names if c not in frame.columns]

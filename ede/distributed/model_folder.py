@@ -81,6 +81,7 @@ def train_table_folder(
     target_fpr: float = DEFAULT_TARGET_FPR,
     max_failures: int = 0,
     verbose: bool = False,
+    id_columns: list[str] | None = None,
 ) -> TrainedFolder:
     """`ede train --workers N`: from a Parquet table, which Ray Train reads shard by shard,
     to the same folder as training in process. Every check that needs no cluster runs
@@ -97,6 +98,7 @@ def train_table_folder(
         label_column=label_column,
         validation_fraction=validation_fraction,
         seed=det.seed,
+        id_columns=id_columns,
     )
     cluster.connect(log_to_driver=verbose, train_v2=scaling.workers > 1)
     return train_model_folder(

@@ -151,6 +151,8 @@ def prepare_data(
     scaling: str = ESAD().scaling,
     validation_rows: np.ndarray | None = None,
     scaler: dict | None = None,
+    id_columns: list[str] | None = None,
+    feature_columns: list[str] | None = None,
 ) -> PreparedData:
     """Footer, labels, the validation split and the scaler; never the fit rows' features.
 
@@ -160,9 +162,10 @@ def prepare_data(
     e.g. `PreparedSplits.scaler`, whose "kind" must then be `scaling`) is taken as it is;
     without it, the one ingest wrote into the table's footer is taken when it was fitted
     on these very fit rows (`ede.data.shard_scaler.footer_scaler`), else one is fitted here in a
-    streaming pass.
+    streaming pass. The features are every column but the label and `id_columns`, or
+    `feature_columns` as given (a refit's: the search's own).
     """
-    layout = inspect_parquet(url, label_column)
+    layout = inspect_parquet(url, label_column, feature_columns, id_columns)
     n = layout.n_rows
     if validation_rows is not None:
         val = np.unique(np.asarray(validation_rows, dtype=np.int64))
@@ -200,6 +203,7 @@ def every_row(data: PreparedData) -> PreparedData:
         label_column=data.layout.label_column,
         validation_fraction=None,
         scaler=data.scaler.to_dict(),
+        feature_columns=list(data.layout.feature_names),  # id columns stay out
     )
 
 

@@ -103,6 +103,7 @@ def search(
     validation_fraction: float = 0.2,
     experiment: str | None = None,
     validation_rows: np.ndarray | None = None,
+    id_columns: list[str] | None = None,
 ) -> SearchOutcome:
     """Run the search; `storage` must be checked and `ray` connected by the caller."""
     spec.check()
@@ -120,6 +121,7 @@ def search(
         seed=spec.seed,
         scaling=det.scaling,
         validation_rows=validation_rows,
+        id_columns=id_columns,
     )
     if int(data.y_val.sum()) == 0:
         raise ValueError(f"{data_url}: the validation split holds no labelled anomaly to rank by")

@@ -42,12 +42,15 @@ def fit_model_folder(
     label_column: str = "label",
     validation_fraction: float = 0.2,
     target_fpr: float = DEFAULT_TARGET_FPR,
+    id_columns: list[str] | None = None,
 ) -> FittedFolder:
     """Fit `det` on all but a stratified validation split (seeded by `det.seed`), which
-    calibrates the threshold and stays in the folder."""
+    calibrates the threshold and stays in the folder. The features are every column but
+    the label and `id_columns` (`ede.core.checks.feature_columns`); `FittedFolder.det`
+    names them (`feature_names_in_`)."""
     check_target_fpr(target_fpr)
     check_bucket(out)  # a typo in --out fails now, not after the fit
-    table = read_table(data_url, label_column=label_column)
+    table = read_table(data_url, label_column=label_column, id_columns=id_columns)
     y = table.y if table.y is not None else np.zeros(len(table.X), dtype=np.int64)
     X_fit, y_fit, X_val, y_val = validation_split(
         table.X, y, fraction=validation_fraction, seed=det.seed
@@ -58,6 +61,7 @@ def fit_model_folder(
         "validation_fraction": validation_fraction,
         "data": {
             "source": shown_url(data_url),
+            "id_columns": list(id_columns or []),
             "rows": len(table.X),
             "rows_sha256": rows_sha256(table.X, table.y),
             "fit_rows": len(X_fit),

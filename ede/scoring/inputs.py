@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ede.export.artifact import IMAGE_COLUMN, OUTPUT_NAMES
-from ede.storage import first_line
+from ede.storage import first_line, storage_error
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ def inspect(afs: pafs.FileSystem, path: str, shown: str, fmt: str) -> tuple[pa.S
     except FileNotFoundError:
         raise FileNotFoundError(f"{shown}: no such file") from None
     except (pa.ArrowException, OSError) as exc:
+        failed = storage_error(exc, shown, "read")  # pyarrow's S3: denied, unreachable
+        if failed is not None:
+            raise failed from None
         raise ValueError(f"{shown}: cannot read as {fmt}: {first_line(exc)}") from None
     if rows == 0:
         raise ValueError(f"{shown}: table is empty (0 rows)")

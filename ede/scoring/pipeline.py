@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from ede.export.artifact import infer
 from ede.scoring.drift import ScoreDrift
 from ede.scoring.inputs import Spec, model_input
-from ede.storage import first_line
+from ede.storage import first_line, storage_error
 
 TMP_PREFIX = "_ede-tmp-"
 # A temporary not modified for this long is a dead run's leftover. Locally the file's
@@ -154,6 +154,11 @@ def record_batches(
                 yield from part.to_batches(columns=columns, batch_size=batch_size)
     except pa.ArrowException as exc:
         raise ValueError(f"{shown}: cannot read as {fmt}: {first_line(exc)}") from None
+    except OSError as exc:  # pyarrow's S3 mid-read: denied, unreachable
+        failed = storage_error(exc, shown, "read")
+        if failed is None:
+            raise
+        raise failed from None
 
 
 class _Writer(threading.Thread):
