@@ -15,7 +15,11 @@ import time
 from typing import Annotated
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
@@ -147,6 +151,7 @@ def retrain(
         key=f"{name}-retrain",
         description="ede retrain",
     )
+    create_link_artifact(page, link_text=f"{name} {layout.version}: report", key=f"{name}-report")
     if outcome is not None:
         create_table_artifact(
             tuning_rows(outcome), key=f"{name}-tuning", description="Ray Tune trials"

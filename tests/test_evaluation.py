@@ -98,6 +98,8 @@ def test_one_pass_equals_the_whole_table_metrics(models, tmp_path):
     assert evaluate_artifact(b, table) == got[1]
     out = compare_on_test(a, prepared(table), {"url": b})
     added = [n for n in NAMES if n not in B_NAMES]  # A reads five columns B does not
+    drawn = out.pop("curves")  # what the run's report draws, beside the metrics
+    assert drawn["candidate"]["roc"]["fpr"][0] == 0.0 and drawn["champion"]["hist"]["edges"]
     assert out == {
         "candidate": got[0],
         "champion": got[1],
@@ -230,6 +232,7 @@ def test_test_split_and_models_on_s3(models, s3_bucket, tmp_path):
     out = compare_on_test(
         a, prepared(f"{s3_bucket}/prepared/test.parquet"), {"url": f"{s3_bucket}/models/b"}
     )
+    assert set(out.pop("curves")) == {"candidate", "champion"}
     assert out == {
         "candidate": whole_table(a, table),
         "champion": whole_table(b, table),

@@ -57,8 +57,9 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(
     assert provenance["calibration"]["in_sample_level"] is not None
     # trial checkpoints, written by the trials themselves (no Ray Train run per trial)
     assert any(k.startswith(f"runs/{v1}/tune/") and k.endswith("/state.pt") for k in keys)
-    for name in ("model.onnx", "metadata.json", "report.json"):
+    for name in ("model.onnx", "metadata.json", "report.json", "report.html"):
         assert f"models/ede/{v1}/{name}" in keys
+    assert first["report_url"] == f"{s3_bucket}/models/ede/{v1}/report.html"
     assert first["promoted"] and first["reason"] == "no champion yet"
     champion = registry.read_champion(f"{s3_bucket}/models", "ede")
     assert champion["version"] == v1 and champion["url"] == f"{s3_bucket}/models/ede/{v1}"

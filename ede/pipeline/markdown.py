@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ede.pipeline.report import trial_rows
 from ede.storage import shown_url
 
 if TYPE_CHECKING:
@@ -51,8 +50,15 @@ def retrain_markdown(name: str, summary: dict[str, Any], report: dict[str, Any])
 
 
 def tuning_rows(outcome: SearchSummary) -> list[dict[str, Any]]:
-    """One row per trial, without the per-epoch curves (`ede.pipeline.report.trial_rows`)."""
-    return trial_rows(outcome)
+    """One JSON-ready row per trial, without the per-epoch curves: the run's table artifact
+    and its report's tuning landscape."""
+    rows = outcome.table.drop(columns=["val_auroc_by_report"], errors="ignore")
+    return [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
+
+
+def _cell(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def score_markdown(

@@ -8,10 +8,10 @@ JSON-ready dicts built from the steps' results, so nothing needs the run to repl
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from ede.distributed.tuning_results import SearchSummary, best_params
+from ede.pipeline.markdown import tuning_rows
 
 if TYPE_CHECKING:
     from ede.data.ingest import PreparedSplits
@@ -61,19 +61,8 @@ def search_summary(outcome: SearchSummary) -> dict[str, Any]:
         "best_val_auroc": outcome.best_val_auroc,
         "results": f"{outcome.table_url}.parquet",
         "seconds": outcome.wall_s,
-        "trials_table": trial_rows(outcome),
+        "trials_table": tuning_rows(outcome),
     }
-
-
-def trial_rows(outcome: SearchSummary) -> list[dict[str, Any]]:
-    """One JSON-ready row per trial, without the per-epoch curves."""
-    rows = outcome.table.drop(columns=["val_auroc_by_report"], errors="ignore")
-    return [{k: _cell(v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
-
-
-def _cell(v: Any) -> Any:
-    v = v.item() if hasattr(v, "item") else v
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def run_summary(

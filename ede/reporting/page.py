@@ -36,6 +36,10 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return "\n".join(out + ["</table>"])
 
 
+def _json(v: Any) -> str | None:
+    return None if v is None else json.dumps(v)
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -73,18 +77,18 @@ def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str
             [
                 ["source", data.get("source")],
                 ["sha256", data.get("sha256")],
-                ["rows", json.dumps(data.get("rows"))],
-                ["labelled anomalies", json.dumps(data.get("labelled"))],
-                ["window", json.dumps(data.get("window"))],
+                ["rows", _json(data.get("rows"))],
+                ["labelled anomalies", _json(data.get("labelled"))],
+                ["window", _json(data.get("window"))],
                 ["partitions", ", ".join(data.get("partitions") or []) or None],
-                ["late labels", json.dumps(data.get("late_labels"))],
+                ["late labels", _json(data.get("late_labels"))],
             ],
             ["", ""],
         ),
         "<h2>Configuration and search</h2>",
         _table(
             [
-                ["best parameters", json.dumps(report.get("best_params")) or "defaults"],
+                ["best parameters", _json(report.get("best_params") or None) or "defaults"],
                 ["threshold", report.get("threshold")],
                 ["trials", None if not search else search.get("trials")],
                 ["best trial", None if not search else search.get("best_trial")],
