@@ -37,7 +37,7 @@ demo: $(STAMP)
 # A Prefect server on 127.0.0.1:4200, the work pools and deployments of prefect.yaml, a
 # process worker per pool; Ctrl-C stops them all (flows/serve.py).
 serve: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m flows.serve
+	$(PY) -m flows.serve
 
 # The ODDS benchmark of the README (needs ../shared/data/odds; about 12 minutes a ratio on 1 core).
 bench-odds: $(STAMP)

@@ -37,6 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_ROOT = Path(".serve")
+PREFECT = [sys.executable, "-m", "prefect"]  # this interpreter's Prefect, whatever PATH says
 
 
 def project() -> dict[str, Any]:
@@ -129,9 +130,8 @@ def start_server(home: Path, port: int | None = None, **settings: str) -> Stack:
     port = port or free_port()
     stack = Stack(home.resolve(), f"http://127.0.0.1:{port}/api")
     log = open(home / "server.log", "ab")  # noqa: SIM115 - the server's lifetime, not a block
-    cmd = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect.cli", *cmd[1:]] if _no_script() else cmd,
+        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=stack.env(**settings),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -140,10 +140,6 @@ def start_server(home: Path, port: int | None = None, **settings: str) -> Stack:
     stack.processes.append(proc)
     _wait_healthy(stack, proc)
     return stack
-
-
-def _no_script() -> bool:
-    return not Path(sys.executable).with_name("prefect").exists()
 
 
 def _wait_healthy(stack: Stack, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -241,10 +237,9 @@ def start_workers(stack: Stack, pools: list[str], **settings: str) -> None:
     """One process worker per pool; each runs its flow runs as subprocesses of its own."""
     for pool in pools:
         log = open(stack.home / f"worker-{pool}.log", "ab")  # noqa: SIM115 - the worker's lifetime
-        cmd = ["worker", "start", "--pool", pool, "--type", "process"]
         stack.processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "prefect.cli", *cmd] if _no_script() else ["prefect", *cmd],
+                [*PREFECT, "worker", "start", "--pool", pool, "--type", "process"],
                 env=stack.env(**settings),
                 cwd=ROOT,
                 stdout=log,

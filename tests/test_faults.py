@@ -5,7 +5,7 @@ patched function, a crashing loop). These inject the fault where it happens in
 production, from outside the code under test: the S3 endpoint goes away (moto's server
 stopped from a timer thread and started again on the same port, moto's backends being
 process-wide it comes back with its buckets and objects), a process is SIGKILLed in the
-middle of writing, a Tune trial fails for real, a Ray Train worker dies. Each test
+middle of writing (a model folder; a retrain between export and promote). Each test
 states the fault and the guarantee that must hold after it; each also checks that its
 fault really landed (a retry happened, the kill came before the commit), so a test that
 missed its moment fails instead of passing for nothing.
