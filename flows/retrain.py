@@ -141,8 +141,12 @@ def retrain(
             if not decision.moved:
                 break
             seen = registry.champion_view(layout.models_url, name)
-    page = report_page(url)  # report.html beside report.json, figures embedded
-    log.info("report: %s", page)
+    try:  # report.html beside report.json; a figure that fails must not fail a promotion
+        page = report_page(url)
+        log.info("report: %s", page)
+    except Exception as exc:  # noqa: BLE001 - the decision stands; the operator is told
+        page = None
+        log.warning("report not written: %s", exc)
     current = registry.read_champion(layout.models_url, name)
     summary = run_summary(report, decision, url, current, time.perf_counter() - started)
     summary["report_url"] = page
@@ -151,7 +155,9 @@ def retrain(
         key=f"{name}-retrain",
         description="ede retrain",
     )
-    create_link_artifact(page, link_text=f"{name} {layout.version}: report", key=f"{name}-report")
+    if page:
+        link = f"{name} {layout.version}: report"
+        create_link_artifact(page, link_text=link, key=f"{name}-report")
     if outcome is not None:
         create_table_artifact(
             tuning_rows(outcome), key=f"{name}-tuning", description="Ray Tune trials"
