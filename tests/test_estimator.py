@@ -212,3 +212,47 @@ def test_quantile_minmax_spreads_a_heavy_tailed_feature():
     assert np.all(q[:, 2] == 0)
     assert AffineScaler().fit(X).transform(X)[1:, 1].std() < 1e-3  # what min-max does to it
     assert ESAD().scaling == "quantile_minmax"
+
+
+@pytest.mark.parametrize("target", ["invert", "noise"])
+def test_a_run_resumed_from_a_checkpoint_ends_with_the_uninterrupted_weights(target):
+    """`train_loop` resumed from epoch k's state (what a restarted Ray worker gets) draws
+    the batches and noise of the skipped epochs (`skip_epoch`), so it ends with exactly
+    the weights of a run that never stopped."""
+    import copy
+    from dataclasses import asdict
+
+    import torch
+
+    from ede.core.training import LocalRuntime, train_loop
+
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 6), dtype=np.float32)
+    y = (rng.random(300) < 0.05).astype(np.int64)
+    det = ESAD(seed=1, epochs=6, min_steps=None, max_steps=None, batch_size=32)
+    det.set_params(anomaly_target=target)
+    config = {
+        "net": asdict(det.net_config((6,))),
+        "train": asdict(det.train_config()),
+        "data": lambda rank, world: (X, y),
+    }
+
+    class Saving(LocalRuntime):
+        def __init__(self, resume_from=None):
+            super().__init__()
+            self.states, self.resume_from = {}, resume_from
+
+        def restore(self):
+            return self.resume_from
+
+        def report(self, metrics, state):
+            super().report(metrics, state)
+            self.states[metrics["epoch"]] = copy.deepcopy(state())
+
+    whole = Saving()
+    net = train_loop(config, whole)
+    resumed = Saving(resume_from=whole.states[2])
+    again = train_loop(config, resumed)
+    assert [m["epoch"] for m in resumed.history] == [3, 4, 5]
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k

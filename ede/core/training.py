@@ -20,7 +20,7 @@ from torch import nn
 from ede.core.metrics import evaluate
 from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
-from ede.core.objective import esad_objective
+from ede.core.objective import corrupt, esad_objective
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,8 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
 
     n_epochs = planned_epochs(cfg, steps)
     every = max(1, int(config.get("report_every", 1)))
+    for _ in range(start_epoch):
+        skip_epoch(gen, x_all, cfg.batch_size, steps, cfg.anomaly_target)
     for epoch in range(start_epoch, n_epochs):
         wrapped.train()
         sums = torch.zeros(4)
@@ -143,6 +145,21 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             },
         )
     return net.eval()
+
+
+def skip_epoch(
+    gen: torch.Generator, x_all: torch.Tensor, batch_size: int, steps: int, anomaly_target: str
+) -> None:
+    """Draw from `gen` what one epoch of training draws, training nothing.
+
+    A run resumed from epoch k's checkpoint skips k epochs this way, so it goes on with
+    the very batches (and corruption noise) the uninterrupted run took: a worker lost
+    mid-run changes no weight, only the wall time.
+    """
+    epoch_batches(len(x_all), batch_size, steps, gen)
+    like = torch.empty((batch_size, *x_all.shape[1:]), dtype=x_all.dtype)
+    for _ in range(steps):
+        corrupt(like, anomaly_target, gen)
 
 
 def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
