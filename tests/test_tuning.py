@@ -98,3 +98,56 @@ def test_ede_tune_is_quiet_unless_verbose(ray_cluster, tmp_path, write_anomaly_t
     assert "best trial" in text and "2 trials in" in text
     assert "Trial status" not in text and "pid=" not in text, text
     assert len(text.splitlines()) < 25, text
+
+
+def dying_trial(params: dict, **kw):
+    """`run_trial`, except that the first trial off the defaults kills its own process
+    as it starts (as an OOM kill would); a marker file makes it happen once."""
+    import os
+    from pathlib import Path
+
+    from ede.distributed.trials import run_trial
+
+    marker = Path(kw["storage"], "died")  # a local folder here
+    if params["lambda_entropy"] != 0.1:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os._exit(1)
+    run_trial(params, **kw)
+
+
+def test_a_crashed_trial_is_recorded_with_its_error_while_the_others_finish(
+    ray_cluster, tmp_path, write_anomaly_table, monkeypatch
+):
+    """Fault: one Tune trial's process dies ("The actor died unexpectedly..."). The search still ends, the results table has
+    that trial with status "error" and its error's first line, the others completed, and
+    the winner is one of them."""
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "tune" / "died"
+    monkeypatch.setattr(tuning, "run_trial", dying_trial)
+    url = write_anomaly_table(str(tmp_path / "t.parquet"), n_normal=500, n_anomaly=30)
+    spec = tuning.SearchSpec(trials=3, epochs=2, max_concurrent=1, refit=False, verbose=0)
+    out = tuning.search(
+        ESAD(seed=0, batch_size=64),
+        url,
+        str(tmp_path / "tune"),
+        spec,
+        cluster.Scaling(workers=1, cpus_per_worker=1),
+        experiment="crash",
+    )
+    assert marker.exists()
+    table = pd.read_parquet(f"{out.table_url}.parquet")
+    assert len(table) == 3, table
+    crashed = table[table["status"] == "error"]
+    assert len(crashed) == 1 and crashed["error"].iloc[0], table
+    assert not crashed["defaults"].iloc[0] and not crashed["best"].iloc[0]
+    assert (table.loc[table["status"] != "error", "status"] == "completed").all(), table
+    assert out.best_trial in set(table.loc[table["status"] == "completed", "trial_id"])
