@@ -123,9 +123,9 @@ def dying_trial(params: dict, **kw):
 def test_a_crashed_trial_is_recorded_with_its_error_while_the_others_finish(
     ray_cluster, tmp_path, write_anomaly_table, monkeypatch
 ):
-    """Fault: one Tune trial's process dies ("The actor died unexpectedly..."). The search still ends, the results table has
-    that trial with status "error" and its error's first line, the others completed, and
-    the winner is one of them."""
+    """Fault: one Tune trial's process dies ("The actor died unexpectedly..."). The search
+    still ends, the results table has that trial with status "error" and its error's
+    first line, the others completed, and the winner is one of them."""
     import sys
 
     import ray.cloudpickle
