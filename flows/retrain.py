@@ -41,8 +41,11 @@ from ede.pipeline.report import run_report, run_summary
 from ede.pipeline.settings import Budget
 from ede.reporting.run import write as write_report
 from ede.storage import absolute, shown_url
+from flows.console import failure_line, quiet_tracebacks
 from flows.io_retries import STORAGE_RETRIES
 from flows.params import Fraction, ModelName, PositiveInt
+
+quiet_tracebacks()  # a failed run: one console line, tracebacks in the debug log
 
 # Each task is one library step, run on Ray (ede.pipeline.steps: this process holds no
 # table and no model); storage tasks retry transient errors (flows.io_retries).
@@ -59,7 +62,7 @@ report_page = task(write_report, name="report", cache_policy=NO_CACHE, **STORAGE
 PROMOTE_ATTEMPTS = 3
 
 
-@flow(name="ede-retrain")
+@flow(name="ede-retrain", on_failure=[failure_line], on_crashed=[failure_line])
 def retrain(
     data_url: str,
     storage_url: str,

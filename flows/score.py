@@ -20,8 +20,11 @@ from pydantic import Field
 from ede.pipeline import markdown, scoring
 from ede.scoring.batch import Summary
 from ede.scoring.batch import score as score_tables
+from flows.console import failure_line, quiet_tracebacks
 from flows.io_retries import STORAGE_RETRIES
 from flows.params import ModelName, PositiveInt
+
+quiet_tracebacks()  # a failed run: one console line, tracebacks in the debug log
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **STORAGE_RETRIES)
@@ -63,7 +66,7 @@ def ask_for_retrain(
     return str(run.id)
 
 
-@flow(name="ede-score")
+@flow(name="ede-score", on_failure=[failure_line], on_crashed=[failure_line])
 def score(
     input_url: str,
     output_url: str,
