@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 import fsspec
 
-from ede.storage import BUCKET_PROTOCOLS, check_bucket, reported, shown_url, write_bytes_atomic
+from ede.storage import (
+    BUCKET_PROTOCOLS,
+    check_bucket,
+    error_chain,
+    reported,
+    shown_url,
+    write_bytes_atomic,
+)
 
 LOCK_STALE_S = 30.0  # a holder does one small read and one rename: far less than this
 LOCK_WAIT_S = 10.0
@@ -114,14 +121,11 @@ REFUSED_CONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "
 def _refused_condition(exc: BaseException) -> bool:
     """s3fs turns the server's refusal into a bare OSError; botocore's error, which names
     the code, is what it was raised from."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        error = (getattr(exc, "response", None) or {}).get("Error") or {}
-        if str(error.get("Code", "")) in REFUSED_CONDITION_CODES:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(
+        str(((getattr(err, "response", None) or {}).get("Error") or {}).get("Code", ""))
+        in REFUSED_CONDITION_CODES
+        for err in error_chain(exc)
+    )
 
 
 # ----------------------------------------------------------------------------- local

@@ -193,7 +193,7 @@ def storage_error(exc: BaseException, url: str | None, operation: str) -> OSErro
     keeps its own type and message. The type says the kind: FileNotFoundError (bucket
     missing), PermissionError (access denied, no credentials), ConnectionError
     (endpoint unreachable), so callers that catch those keep working."""
-    for err in _chain(exc):
+    for err in error_chain(exc):
         found = _cause(err)
         if found is not None:
             kind, cause = found
@@ -255,7 +255,7 @@ def transient(exc: BaseException) -> bool:
     connection, a timeout, throttling or a 5xx from the store. Everything else fails the
     same way every time (bad input, a missing object, access denied, a bug: a ValueError,
     a SyntaxError), so it is not retried."""
-    for err in _chain(exc):
+    for err in error_chain(exc):
         if isinstance(err, TRANSIENT_TYPES):
             return True
         response = getattr(err, "response", None)
@@ -277,7 +277,7 @@ def _arrow_code(err: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """`exc` and what raised it, up to an error raised `from None` (one line already)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:

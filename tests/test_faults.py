@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,16 +29,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from flows.serve import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------- a stoppable S3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StoppableS3:
@@ -47,7 +42,7 @@ class StoppableS3:
     survive (moto's backends live in the process, not in the server)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server = None
         self.events: list[tuple[str, float]] = []
