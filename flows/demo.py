@@ -9,7 +9,9 @@ without its label, as new data arrives. Run it twice: the second retrain reuses 
 prepared splits and keeps or replaces the champion by the promotion rule.
 
 Point the same flows at S3/MinIO, a Prefect server and a Ray cluster with
-environment variables only (README: "Running the flows for real").
+environment variables only (README: "Running the flows for real"); given a URL
+(`python -m flows.demo s3://ede-data/demo`), the demo's data and models go there,
+and Prefect and Ray are what the environment says (infra/README.md, "Local stack").
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def _offline_defaults(root: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
-def write_demo_data(storage: Path, seed: int = 0) -> tuple[str, str]:
-    """(training table URL, scoring batch URL) under `storage`."""
+def write_demo_data(storage: Path | str, seed: int = 0) -> tuple[str, str]:
+    """(training table URL, scoring batch URL) under `storage`, a folder or a URL."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
 
@@ -45,29 +47,36 @@ def write_demo_data(storage: Path, seed: int = 0) -> tuple[str, str]:
     keep = np.sort(
         np.r_[np.flatnonzero(frame["label"] == 0), rng.choice(malignant, N_MALIGNANT, False)]
     )
-    (storage / "incoming").mkdir(parents=True, exist_ok=True)
-    (storage / "batches").mkdir(parents=True, exist_ok=True)
-    train_url = storage / "incoming" / "breast_cancer.parquet"
-    frame.iloc[keep].to_parquet(train_url, index=False)
+    base = str(storage).rstrip("/")
+    if "://" not in base:
+        for folder in ("incoming", "batches"):
+            Path(base, folder).mkdir(parents=True, exist_ok=True)
+    train_url = f"{base}/incoming/breast_cancer.parquet"
+    frame.iloc[keep].to_parquet(train_url, index=False)  # fsspec: s3:// too
     batch = frame.drop(columns="label")
     batch.insert(0, "patient_id", np.arange(len(batch)))
-    batch_url = storage / "batches" / "2026-11-29.parquet"
+    batch_url = f"{base}/batches/2026-11-29.parquet"
     batch.to_parquet(batch_url, index=False)
-    return str(train_url), str(batch_url)
+    return train_url, batch_url
 
 
-def main(root: Path = DEMO_ROOT) -> dict:
-    _offline_defaults(root)
+def main(root: Path | str = DEMO_ROOT) -> dict:
+    """The demo under `root`: a local folder (Prefect offline, local Ray), or a storage
+    URL, with Prefect and Ray as the environment configures them."""
+    if "://" in str(root):
+        storage = str(root).rstrip("/")
+    else:
+        _offline_defaults(Path(root))
+        storage = str((Path(root) / "storage").resolve())
     from flows.retrain import retrain
     from flows.score import score
 
-    storage = (root / "storage").resolve()
     train_url, batch_url = write_demo_data(storage)
-    out = retrain(data_url=train_url, storage_url=str(storage))  # the flow's own defaults
+    out = retrain(data_url=train_url, storage_url=storage)  # the flow's own defaults
     scored = score(
         input_url=batch_url,
-        output_url=str(storage / "scores"),
-        storage_url=str(storage),
+        output_url=f"{storage}/scores",
+        storage_url=storage,
         overwrite=True,
     )
     test, old = out["test"], out["champion_test"]
@@ -88,4 +97,4 @@ def main(root: Path = DEMO_ROOT) -> dict:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEMO_ROOT)
+    main(sys.argv[1] if len(sys.argv) > 1 else DEMO_ROOT)

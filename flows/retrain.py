@@ -5,7 +5,10 @@ deserves; the flow only composes them and publishes what the library
 renders. Storage layout: `ede.pipeline.layout`. Nothing reaches `models/` until
 every step before `promote` has succeeded, so a failed run publishes nothing.
 RAY_ADDRESS joins a Ray cluster, else Ray starts locally once for the run, and
-every step runs there (`ede.pipeline.steps`);
+every step runs there (`ede.pipeline.steps`); with EDE_RAY_SUBMIT=jobs and
+RAY_JOBS_ADDRESS (or `ray_jobs_address`) the search and training run as one Ray job
+submitted through the Jobs API (`ede.pipeline.training_job`), which survives this
+process's connection and is stopped if this run is cancelled.
 AWS_* / AWS_ENDPOINT_URL point s3:// at S3 or MinIO.
 """
 
@@ -26,9 +29,9 @@ from pydantic import Field
 from ede.data.ingest import SplitSettings, check_sources
 from ede.data.late_labels import LabelJoin
 from ede.data.window import DataWindow
-from ede.distributed import cluster
+from ede.distributed import cluster, jobs
 from ede.export import registry
-from ede.pipeline import steps
+from ede.pipeline import steps, training_job
 from ede.pipeline.layout import RunLayout
 from ede.pipeline.markdown import (
     model_line,
@@ -56,6 +59,14 @@ train = task(steps.train, name="train", cache_policy=NO_CACHE)
 export = task(steps.export, name="export", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 evaluate = task(steps.evaluate, name="evaluate", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 promote = task(registry.promote, name="promote", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+
+
+@task(name="search-and-train (Ray job)", cache_policy=NO_CACHE)
+def train_job(address: str, *args) -> tuple:
+    """`ede.pipeline.training_job.run_as_job`, the job's logs in this run's log."""
+    return training_job.run_as_job(address, *args, log=get_run_logger().info)
+
+
 report_page = task(write_report, name="report", cache_policy=NO_CACHE, **STORAGE_RETRIES)
 # The champion's pointer moves by compare-and-swap (ede.export.registry): a run that lost a
 # race compares again with the new champion on its own test rows, a few times at most.
@@ -86,6 +97,7 @@ def retrain(
     labels_url: str | None = None,
     id_column: str | None = None,
     seed: int = 0,
+    ray_jobs_address: str | None = None,
 ) -> dict:
     """Retrain `name` on the table(s) at `data_url`; promote the result if it is at least as
     good as the champion on the same test rows. `trials=0` skips the search (defaults).
@@ -96,11 +108,14 @@ def retrain(
     `since` (YYYY-MM-DD) and `last_n_days` train on the `date=YYYY-MM-DD/` partitions of
     `data_url` inside that window only (`ede.data.window`). `labels_url`: a table of
     (`id_column`, `label_column`) whose labels, arriving later, replace the rows' own where
-    an id matches (`ede.data.late_labels`)."""
+    an id matches (`ede.data.late_labels`). `ray_jobs_address` (http://HOST:8265, else
+    EDE_RAY_SUBMIT=jobs with RAY_JOBS_ADDRESS) runs the search and training as a Ray job.
+    """
     data_url, storage_url = absolute(data_url), absolute(storage_url)  # the steps run on Ray
     layout = RunLayout.new(storage_url)
     scaling = cluster.Scaling(workers, use_gpu, cpus_per_worker)
-    scaling.check()
+    address = jobs.jobs_address(ray_jobs_address)
+    scaling.check(on_cluster=address is not None)
     split = SplitSettings(label_column, test_fraction, validation_fraction, seed, min_rows)
     window = DataWindow(since=since, last_n_days=last_n_days)
     if (labels_url is None) != (id_column is None):
@@ -110,16 +125,20 @@ def retrain(
     started = time.perf_counter()
     log = get_run_logger()
     check(data_url, split, window, join)  # schemas only, before Ray: bad input fails in a second
-    with cluster.ray_session(train_v2=scaling.workers > 1):
-        scaling.check_cluster()
+    with cluster.ray_session(train_v2=scaling.workers > 1 and address is None):
+        if address is None:  # else the job checks its own cluster
+            scaling.check_cluster()
         prepared = ingest(data_url, layout.storage, split, window, join)
         log.info(prepared_line(prepared))
         budget = Budget(seed=seed, batch_size=batch_size, epochs=epochs)
-        outcome = None
-        if trials:
-            outcome = search_weights(prepared, layout, budget, trials, scaling)
+        args = (prepared, layout, budget)
+        if address is not None:  # one Ray job: search and train, followed from here
+            outcome, trained = train_job(address, *args, trials, scaling, target_fpr, refit)
+        else:
+            outcome = search_weights(*args, trials, scaling) if trials else None
+            trained = train(*args, scaling, target_fpr, outcome, refit)
+        if outcome is not None:
             log.info(search_line(outcome))
-        trained = train(prepared, layout, budget, scaling, target_fpr, outcome, refit)
         log.info(model_line(trained, target_fpr))
         quantize = "int8" if quantize_int8 else None
         meta = export(trained.out, layout.artifact_url, quantize)

@@ -3,7 +3,7 @@
 Prefect's ephemeral API (what `make demo` and the tests' harness use) never fires a
 schedule; a Prefect server does, and a worker per work pool picks the runs up. So
 this starts exactly that, on loopback: `prefect server start`, the work pools that
-`prefect.yaml` names (process type), both deployments of `prefect.yaml` with their
+`prefect.yaml` names (process type), both local deployments of `prefect.yaml` with their
 schedules, tags, job variables and concurrency limit (one retrain at a time: runs
 that collide queue), and one process worker per pool; it prints where the UI is and
 stops everything on Ctrl-C. `prefect.yaml` stays the one description of the
@@ -189,14 +189,14 @@ def deploy(
     schedules: dict[str, list] | None = None,
     only: list[str] | None = None,
 ) -> dict[str, str]:
-    """The deployments of prefect.yaml (`only` these names, else all), from this checkout,
+    """The local deployments of prefect.yaml (`only` these names, else all), from this checkout,
     on `stack`'s server; returns {deployment name: "flow/deployment"}. `parameters` and
     `schedules` (Prefect schedule objects) override prefect.yaml's, per deployment."""
     from prefect.flows import Flow
 
     deployed = {}
     with client_settings(stack):
-        for spec in project()["deployments"]:
+        for spec in local_deployments():
             name = spec["name"]
             if only is not None and name not in only:
                 continue
@@ -249,8 +249,15 @@ def start_workers(stack: Stack, pools: list[str], **settings: str) -> None:
         )
 
 
+CLUSTER_TAG = "cluster"  # prefect.yaml's deployments for Kubernetes (infra/): not served here
+
+
+def local_deployments() -> list[dict[str, Any]]:
+    return [d for d in project()["deployments"] if CLUSTER_TAG not in d.get("tags", [])]
+
+
 def pools() -> list[str]:
-    return sorted({d["work_pool"]["name"] for d in project()["deployments"]})
+    return sorted({d["work_pool"]["name"] for d in local_deployments()})
 
 
 def local_parameters(storage: Path) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
 """prefect.yaml: every entrypoint imports, its parameters validate, its schedule parses, and
-its work pool is one that infra/ starts a worker for."""
+its work pool is one that infra/ starts a worker for (compose for the local deployments,
+infra/prefect-worker-k8s.yaml for those tagged `cluster`)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,17 @@ def test_deployment_is_valid(deployment, monkeypatch):
     for schedule in deployment["schedules"]:
         CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
     pool = deployment["work_pool"]["name"]
-    compose = yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())
-    commands = [str(s.get("command", "")) for s in compose["services"].values()]
+    if "cluster" in deployment["tags"]:  # Kubernetes: infra's worker Deployment
+        workers = list(yaml.safe_load_all((REPO / "infra" / "prefect-worker-k8s.yaml").read_text()))
+        commands = [
+            " ".join(c["command"]) + " "
+            for w in workers
+            if w["kind"] == "Deployment"
+            for c in w["spec"]["template"]["spec"]["containers"]
+        ]
+    else:  # the local stack's process workers
+        compose = yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())
+        commands = [str(s.get("command", "")) for s in compose["services"].values()]
     assert any(f"--pool {pool} " in c for c in commands), f"no worker for pool {pool} in infra/"
 
 

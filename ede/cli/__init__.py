@@ -28,7 +28,7 @@ def _set_threads(n: int, torch_too: bool = True) -> None:
     """Before any work: the pools size themselves on first use."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(n))
-    if torch_too:  # `ede score` runs onnxruntime only: no need to load torch for it
+    if torch_too:  # `ede score` runs onnxruntime only, `ede train-run` Ray tasks: no torch here
         import torch
 
         torch.set_num_threads(n)
@@ -42,7 +42,7 @@ def _set_threads(n: int, torch_too: bool = True) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _set_threads(args.threads, torch_too=args.command not in ("score", "report"))
+    _set_threads(args.threads, torch_too=args.command not in ("score", "report", "train-run"))
     try:
         COMMANDS[args.command](args)
     except Exception as exc:

@@ -13,11 +13,11 @@ def comma_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def command(sub, declare, help: str) -> argparse.ArgumentParser:
+def command(sub, declare, help: str, name: str | None = None) -> argparse.ArgumentParser:
     """The subcommand that `declare` (`_train`, `_bench_odds`, ...) fills in, named after
-    it. Its docstring is the description `--help` prints, so the text a user reads sits
-    beside the options it describes."""
-    name = declare.__name__.rsplit("_", 1)[-1]
+    it (or `name`). Its docstring is the description `--help` prints, so the text a user
+    reads sits beside the options it describes."""
+    name = name or declare.__name__.rsplit("_", 1)[-1]
     description = " ".join((declare.__doc__ or "").split()) or None  # None: python -OO
     return sub.add_parser(name, help=help, description=description)
 

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ESAD semi-supervised anomaly detection: train, benchmark, score.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train, _tune, _export, _score, _report, _bench):
+    for add in (_train, _tune, _train_run, _export, _score, _report, _bench):
         add(sub)
     return parser
 
@@ -106,6 +106,39 @@ def _tune(sub) -> None:
     p.add_argument("--experiment", default=None, help="run name under --storage")
     seed_and_threads(p)
     ray_options(p, per_trial=True)
+
+
+def _train_run(sub) -> None:
+    """Search and train one retraining run's model on the splits its ingest prepared
+    (--prepared, the folder holding manifest.json), as the retraining flow's steps do:
+    writes runs/<version>/model/ and runs/<version>/training-job.json under --storage,
+    which the flow's export step reads. The Ray job the flow submits with
+    EDE_RAY_SUBMIT=jobs; in a Ray job RAY_ADDRESS is the job's cluster, else Ray starts
+    locally.
+    """
+    p = command(
+        sub,
+        _train_run,
+        help="a retraining run's search and training (its Ray job)",
+        name="train-run",
+    )
+    urls(
+        p,
+        prepared="prepared splits folder URL (from the flow's ingest)",
+        storage="the run's storage root URL (runs/<version>/ is written under it)",
+        version="the run's registry version id",
+    )
+    p.add_argument("--trials", type=int, default=0, help="search trials; 0: ESAD's defaults")
+    p.add_argument("--epochs", type=int, default=None, help="exact epochs (default: ESAD's budget)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: ESAD's")
+    p.add_argument("--target-fpr", type=float, default=0.01, help="threshold's FPR (0.01)")
+    p.add_argument("--no-refit", action="store_true", help="ship the fit-rows model, no refit")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per training (1)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (1)"
+    )
+    seed_and_threads(p)
 
 
 def _export(sub) -> None:

@@ -1,7 +1,8 @@
 """Where Ray Train and Tune run: joining or starting Ray, worker resources, checkpoint storage.
 
 Configuration only, so the same code runs on this 2-core machine and on a GPU
-cluster: `RAY_ADDRESS` joins a cluster (else a local Ray starts once per job),
+cluster: `RAY_ADDRESS` joins a cluster (else a local Ray starts once per job) and hands
+its tasks this process's storage credentials (`PASS_ENV`),
 `Scaling` says how many workers and whether each gets a GPU, `storage_path`
 checks the checkpoint URL before anything trains.
 """
@@ -36,8 +37,16 @@ def connect(*, log_to_driver: bool = False, train_v2: bool = True) -> float:
         return 0.0
     start = time.perf_counter()
     env = controller_env()
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=log_to_driver, runtime_env={"env_vars": env})
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"RAY_ADDRESS={address}: that is a Ray Jobs (dashboard) address; joining needs "
+            "the head's HOST:6379 (to submit jobs: EDE_RAY_SUBMIT=jobs, RAY_JOBS_ADDRESS)"
+        )
+    if os.environ.get(JOB_ENV):  # a Ray job's driver: its runtime env came with the job
+        ray.init(log_to_driver=log_to_driver)
+    elif address:  # the cluster's workers get this process's credentials, by name
+        ray.init(log_to_driver=log_to_driver, runtime_env={"env_vars": passed_env()})
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local, loopback-only cluster
         os.environ.update(env)  # inherited by the local raylet, hence by every actor
@@ -74,6 +83,26 @@ def controller_env() -> dict[str, str]:
 
 
 POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+# Set by Ray in a submitted job's driver: a runtime env given again to ray.init conflicts
+# with the job's, and Ray's error about it prints both, values included.
+JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+# What a job on a cluster (joined, or submitted: ede.distributed.jobs) gets from this
+# process's environment: storage credentials and endpoint, thread caps. Names are logged,
+# values never.
+PASS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "OMP_NUM_THREADS",
+)
+
+
+def passed_env(names: tuple[str, ...] = PASS_ENV) -> dict[str, str]:
+    """Those of `names` that are set here, and Ray Train's polling interval."""
+    return {**{n: os.environ[n] for n in names if os.environ.get(n)}, **controller_env()}
 
 
 @dataclass(frozen=True)
@@ -84,13 +113,15 @@ class Scaling:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
 
-    def check(self) -> None:
-        """Configuration errors, before Ray is touched."""
+    def check(self, on_cluster: bool = False) -> None:
+        """Configuration errors, before Ray is touched. `on_cluster`: the training runs
+        on a cluster this process does not join (a Ray job), so no local GPU is needed."""
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}: need at least 1 worker")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker}: must be > 0")
-        if self.use_gpu and not os.environ.get("RAY_ADDRESS") and not _local_cuda():
+        remote = on_cluster or os.environ.get("RAY_ADDRESS")
+        if self.use_gpu and not remote and not _local_cuda():
             raise ValueError("--gpu: this machine has no CUDA GPU (and no RAY_ADDRESS cluster)")
 
     def check_cluster(self) -> None:
