@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -37,6 +38,7 @@ from ede.storage import (
 
 LOCK_STALE_S = 30.0  # a holder does one small read and one rename: far less than this
 LOCK_WAIT_S = 10.0
+UPDATE_ATTEMPTS = 10  # conflicts only while another writer commits: a few suffice
 
 
 class Conflict(Exception):
@@ -74,6 +76,23 @@ def write_if(url: str, data: bytes, token: str | None) -> None:
             with _lock(path, url):
                 return _compare_and_write(url, data, token)
         return _compare_and_write(url, data, token)
+
+
+def update(url: str, change: Callable[[bytes | None], bytes | None]) -> None:
+    """Read-change-write `url` until no other writer came in between: `change` gets the
+    bytes there now (None: absent) and returns the new bytes, or None for no write. A
+    conflict re-reads and re-applies `change`, so no writer loses another's update."""
+    for attempt in range(UPDATE_ATTEMPTS):
+        current = read_versioned(url)
+        new = change(current.data)
+        if new is None:
+            return
+        try:
+            write_if(url, new, current.token)
+            return
+        except Conflict:
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # desynchronise the writers
+    raise Conflict(f"{shown_url(url)}: still changing after {UPDATE_ATTEMPTS} attempts")
 
 
 def _compare_and_write(url: str, data: bytes, token: str | None) -> None:

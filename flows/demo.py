@@ -68,6 +68,7 @@ def main(root: Path | str = DEMO_ROOT) -> dict:
     else:
         _offline_defaults(Path(root))
         storage = str((Path(root) / "storage").resolve())
+    from ede.pipeline.markdown import drift_line
     from flows.retrain import retrain
     from flows.score import score
 
@@ -93,6 +94,8 @@ def main(root: Path | str = DEMO_ROOT) -> dict:
         f"({100 * scored['anomalies'] / max(scored['rows'], 1):.1f}%)"
     )
     print(f"outputs: {scored['output_url']}")
+    print(drift_line(scored["drift"]))
+    print(f"report: {out.get('report_url') or 'not written (the run log says why)'}")
     return {"retrain": out, "score": scored}
 
 

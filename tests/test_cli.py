@@ -138,7 +138,36 @@ def test_bench_odds_on_generated_tables(tmp_path, capsys):
     assert len(got["results"]) == 6
     esad = next(s for s in got["summary"] if s["method"] == "esad")
     assert esad["auroc_mean"] > 0.9 and esad["n_seeds"] == 2
-    assert "| toy |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| toy |" in out and f"report: {tmp_path / 'r.html'}" in out
+    _the_bench_page_embeds_its_curves_and_needs_nothing_else(tmp_path, got)
+
+
+def _the_bench_page_embeds_its_curves_and_needs_nothing_else(folder, got) -> None:
+    """Beside the JSON: one PNG per data set and a page embedding them, drawn from the
+    first seed's scores the bench computed (no second fit)."""
+    import base64
+    import io
+    import re
+
+    from matplotlib.image import imread
+
+    drawn = got["curves"]["toy"]
+    assert drawn["seed"] == 0 and set(drawn["methods"]) == {"esad", "iforest", "hgb_supervised"}
+    assert len(drawn["methods"]["esad"]["roc"]["fpr"]) <= 200  # thinned for the JSON
+    page = (folder / "r.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 1  # one data set, one figure
+    assert base64.b64decode(images[0]) == (folder / "r-toy.png").read_bytes()
+    pixels = imread(io.BytesIO(base64.b64decode(images[0])))
+    assert pixels.shape[0] > 300 and pixels[..., :3].std() > 0.05  # not a blank canvas
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50  # three methods' lines, the chance line, text
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:|//)', page)  # nothing external
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    esad = next(s for s in got["summary"] if s["method"] == "esad")
+    spread = f"{100 * esad['auroc_mean']:.1f} ± {100 * esad['auroc_std']:.1f}"
+    assert spread in page  # the table of the JSON it sits beside
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,12 @@ def artifact(tmp_path_factory):
 
 def test_psi_is_zero_on_the_reference_shares_and_grows_with_a_shift():
     drift = ScoreDrift.for_edges([float(e) for e in range(1, 10)])
-    drift.add(np.arange(10) + 0.5)  # one score per decile: the reference shares
-    assert drift.summary()["value"] == pytest.approx(0.0, abs=1e-12)
+    scores = np.arange(10) + 0.5  # one score per decile: the reference shares
+    drift.add(scores, scores > 8)
+    summary = drift.summary()
+    assert summary["value"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["above_threshold"] == pytest.approx(0.2)
+    assert summary["quantiles"]["p50"] == pytest.approx(np.median(scores))
     assert psi([0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) > 3  # all in the top bin
     assert ScoreDrift.for_edges([]) is None  # a model without reference scores
 
@@ -100,3 +104,93 @@ def test_the_score_flow_triggers_the_retrain_once_per_cooldown(artifact, tmp_pat
     again = run(_frame(3000, seed=4, shift=3.0), "day-3")  # drifted still, within the week
     assert again["drift"]["drifted"] and again["retrain_run"] is None
     assert len(retrains()) == 1
+
+
+def _artifact_of(state) -> str:
+    """The markdown the score flow run behind `state` published."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return artifact.data
+
+
+def _row(markdown: str, first_cell: str) -> list[str]:
+    (line,) = [x for x in markdown.splitlines() if x.startswith(f"| {first_cell} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_score_flow_states_drift_per_file_and_its_trend_over_runs(artifact, tmp_path):
+    """One input folder, a calm file and one with a shifted feature: each file's drift is
+    its own, the artifact says which drifted, and each run joins the prefix's trend."""
+    import base64
+    import io
+    import re
+
+    from matplotlib.image import imread
+
+    from ede.scoring import history
+    from flows.score import score as score_flow
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _frame(3000, seed=2).drop(columns="label").to_parquet(folder / "calm.parquet")
+    _frame(3000, seed=3, shift=3.0).drop(columns="label").to_parquet(folder / "moved.parquet")
+    output = tmp_path / "scores"
+
+    def run():
+        state = score_flow(
+            input_url=str(folder),
+            output_url=str(output),
+            storage_url=str(tmp_path / "storage"),
+            model_url=str(artifact),
+            per_model=False,
+            overwrite=True,
+            return_state=True,
+        )
+        return state.result(), _artifact_of(state)
+
+    result, markdown = run()
+    files = result["drift"]["files"]
+    assert files["calm.parquet"]["psi"] < 0.1 and not files["calm.parquet"]["drifted"]
+    assert files["moved.parquet"]["psi"] > DRIFT_THRESHOLD and files["moved.parquet"]["drifted"]
+    assert files["calm.parquet"]["rows"] == files["moved.parquet"]["rows"] == 3000
+    # the shifted file's scores sit higher, quantile for quantile, and more cross the threshold
+    calm_q, moved_q = files["calm.parquet"]["quantiles"], files["moved.parquet"]["quantiles"]
+    assert list(calm_q) == ["p1", "p5", "p25", "p50", "p75", "p95", "p99"]
+    assert all(moved_q[k] > calm_q[k] for k in calm_q), (calm_q, moved_q)
+    assert files["moved.parquet"]["above_threshold"] > 5 * files["calm.parquet"]["above_threshold"]
+    calm, moved = _row(markdown, "`calm.parquet`"), _row(markdown, "`moved.parquet`")
+    assert calm[3] == f"{files['calm.parquet']['psi']:.3f}" and calm[4] == "within range"
+    assert moved[3] == f"{files['moved.parquet']['psi']:.3f}" and moved[4] == "drifted: retrain"
+    assert "most drifted moved.parquet" in markdown  # the summary line names it
+
+    for _ in range(2):  # two more runs into the same prefix: the trend lists all three
+        result, markdown = run()
+    runs = history.read(str(output))
+    assert len(runs) == 3 and [r["at"] for r in runs] == sorted(r["at"] for r in runs)
+    assert runs[-1]["value"] == pytest.approx(result["drift"]["value"])
+    assert "the last 3 run(s)" in markdown
+    listed = [line.split("|")[1].strip() for line in markdown.splitlines()
+              if re.match(r"\| \d{4}-\d\d-\d\dT", line)]  # fmt: skip
+    assert listed == [r["time"] for r in reversed(runs)]  # newest first
+    (png,) = re.findall(r"\]\(data:image/png;base64,([^)]+)\)", markdown)
+    pixels = imread(io.BytesIO(base64.b64decode(png)))
+    assert pixels.shape[0] > 300 and pixels[..., :3].std() > 0.05
+
+
+def test_the_history_keeps_the_last_runs_in_order(tmp_path):
+    from ede.scoring import history
+
+    for i in range(history.KEEP + 5):
+        kept = history.append(str(tmp_path), {"at": float(i), "value": 0.0})
+    assert [r["at"] for r in kept] == [float(i) for i in range(5, history.KEEP + 5)]
+    assert history.read(str(tmp_path)) == kept
+    (tmp_path / history.HISTORY_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="_ede-drift.json: not valid JSON"):
+        history.read(str(tmp_path))

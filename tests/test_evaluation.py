@@ -105,6 +105,7 @@ def test_one_pass_equals_the_whole_table_metrics(models, tmp_path):
         "champion": got[1],
         "champion_error": None,
         "schema_change": f"features added {added} against the champion's",
+        "extremes": None,  # the image grid's: tables have none
     }
     assert compare_on_test(a, prepared(table), {"url": a})["schema_change"] is None
     assert compare_on_test(a, prepared(table), None)["champion"] is None
@@ -238,5 +239,6 @@ def test_test_split_and_models_on_s3(models, s3_bucket, tmp_path):
         "champion": whole_table(b, table),
         "champion_error": None,
         "schema_change": compare_on_test(a, prepared(table), {"url": b})["schema_change"],
+        "extremes": None,
     }
     assert out["schema_change"]  # read from the champion's metadata.json on S3

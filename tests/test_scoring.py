@@ -96,6 +96,7 @@ def test_scores_files_folder_and_csv_with_ids_passed_through(model, tmp_path, ca
         assert np.allclose(got["score"], want, rtol=1e-4)
         assert got["score"].dtype == np.float32 and got["is_anomaly"].dtype == bool
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "_ede-drift.json",  # this run's drift, the prefix's history (ede.scoring.history)
         "_ede-scored.json",
         "part0.parquet",
         "part1.parquet",
@@ -123,6 +124,7 @@ def test_score_from_and_to_s3(model, s3_bucket, capsys):
     assert "skipped 1 existing output(s)" in capsys.readouterr().out
     fs.invalidate_cache()
     assert fs.ls(f"{s3_bucket}/out") == [
+        f"{s3_bucket[5:]}/out/_ede-drift.json",
         f"{s3_bucket[5:]}/out/_ede-scored.json",
         f"{s3_bucket[5:]}/out/day.parquet",
     ]
@@ -163,7 +165,8 @@ def test_killed_run_resumes_to_identical_outputs(model, tmp_path):
     assert left[1].startswith("_ede-tmp-f1.")
     summary = score(str(art), str(inp), str(resumed), batch_size=250)
     assert (summary.files, summary.skipped, summary.rows) == (2, 1, 2000)
-    outputs = ["_ede-scored.json", "f0.parquet", "f1.parquet", "f2.parquet"]
+    # the killed run added no drift (it never finished); the resumed one did
+    outputs = ["_ede-drift.json", "_ede-scored.json", "f0.parquet", "f1.parquet", "f2.parquet"]
     assert sorted(p.name for p in resumed.iterdir()) == sorted([left[1], *outputs])  # fresh: kept
     _age(resumed / left[1], STALE_TMP_S + 60)  # the leftover goes once stale
     assert score(str(art), str(inp), str(resumed)).skipped == 3
@@ -324,7 +327,8 @@ def test_live_temporaries_of_another_run_survive_and_stale_ones_go(model, tmp_pa
     assert score(str(art), str(inp), str(out)).files == 1
     assert live.read_bytes() == b"PAR1 half written"
     assert not stale.exists()
-    assert sorted(p.name for p in out.iterdir()) == ["_ede-scored.json", live.name, "x.parquet"]
+    names = ["_ede-drift.json", "_ede-scored.json", live.name, "x.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == names
 
 
 def test_stale_temporaries_on_s3_are_removed_live_ones_kept(model, s3_bucket, monkeypatch):
@@ -345,6 +349,7 @@ def test_stale_temporaries_on_s3_are_removed_live_ones_kept(model, s3_bucket, mo
     fs.invalidate_cache()
     assert not fs.exists(left)
     assert sorted(k.rsplit("/", 1)[-1] for k in fs.ls(f"{s3_bucket}/out")) == [
+        "_ede-drift.json",
         "_ede-scored.json",
         "x.parquet",
     ]
@@ -388,6 +393,7 @@ def test_concurrent_scorers_into_one_folder_both_succeed_and_are_recorded(model,
     assert not isinstance(results["b"], BaseException), results["b"]
     assert (results["a"].files, results["b"].files) == (2, 2)
     assert sorted(p.name for p in out.iterdir()) == [
+        "_ede-drift.json",
         "_ede-scored.json",
         "f0.parquet",
         "f1.parquet",
@@ -399,6 +405,13 @@ def test_concurrent_scorers_into_one_folder_both_succeed_and_are_recorded(model,
     assert files["f1.parquet"]["input"] == f"file://{in_a}/f1.parquet"  # A moved it last
     assert files["f2.parquet"]["input"] == f"file://{in_b}/f2.parquet"
     assert all(f["rows"] == 600 and f["model"]["sha256"] == _sha(art) for f in files.values())
+    from ede.scoring import history
+
+    runs = history.read(str(out))  # both runs' drift kept, B's first (A paused till B ended)
+    assert [sorted(r["files"]) for r in runs] == [
+        ["f1.parquet", "f2.parquet"],
+        ["f0.parquet", "f1.parquet"],
+    ]
 
 
 def test_record_names_the_model_and_each_file_rows(model, tmp_path):

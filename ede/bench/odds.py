@@ -2,7 +2,10 @@
 
 Every method sees the same split of every seed, in one process: the semi-supervised
 training set of `ede.data.protocol` (disjoint from test), scalers fitted on training rows
-only, and the test split touched once per method for AUROC/AUPRC.
+only, and the test split touched once per method for AUROC/AUPRC. The first seed's test
+scores also give each method's ROC and precision-recall points (`curves`, thinned), which
+`ede.reporting.bench` draws: one seed's curves, as the others' differ only by the spread
+the table already states.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from ede.bench.peers import PEERS
 from ede.core.estimator import ESAD
-from ede.core.metrics import evaluate
+from ede.core.metrics import curves, evaluate
 from ede.core.scaling import AffineScaler
 from ede.data.protocol import SemiSupervisedSplit, semi_supervised_split
 
@@ -33,6 +36,7 @@ METHODS = (
 ESAD_METHODS = ("esad", "ae_ablation")  # these scale their own inputs
 # The ESAD paper's AUROC (%) on these sets, for the report; thyroid is not in it.
 PAPER_AUROC = {"cardio": 98.8, "satellite": 92.5, "satimage-2": 99.9, "shuttle": 99.1}
+CURVE_POINTS = 200  # per curve kept in the report: enough for a plot, small in JSON
 
 
 def fit_score_esad(X_train, y_train, X_test, *, seed: int, **params) -> np.ndarray:
@@ -65,13 +69,20 @@ def run_odds(
     log: Callable[[str], None] = print,
 ) -> dict:
     check_methods(methods)
-    results = []
+    results: list[dict] = []
+    drawn: dict[str, dict] = {}  # dataset: {"seed", "methods": {method: curves}}, first seed
     for name, seed, split in protocol_splits(data_dir, datasets, seeds, gamma_l, gamma_p):
-        results += score_split(name, seed, split, methods, log)
+        fresh = name not in drawn
+        if fresh:
+            drawn[name] = {"seed": seed, "methods": {}}
+        results += score_split(
+            name, seed, split, methods, log, drawn[name]["methods"] if fresh else None
+        )
     return {
         "protocol": protocol(datasets, seeds, gamma_l, gamma_p, methods),
         "results": results,
         "summary": summarise(results),
+        "curves": drawn,
     }
 
 
@@ -104,9 +115,15 @@ def _splits(data_dir: Path, datasets, seeds: int, gamma_l: float, gamma_p: float
 
 
 def score_split(
-    name: str, seed: int, split: SemiSupervisedSplit, methods, log: Callable[[str], None] = print
+    name: str,
+    seed: int,
+    split: SemiSupervisedSplit,
+    methods,
+    log: Callable[[str], None] = print,
+    drawn: dict | None = None,
 ) -> list[dict]:
-    """One result row per method on one seed's split, every method seeded the same way."""
+    """One result row per method on one seed's split, every method seeded the same way;
+    `drawn`, when given, gets each method's test curves (`ede.core.metrics.curves`)."""
     table = _methods()
     scaler = AffineScaler().fit(split.X_train)  # train rows only
     scaled = scaler.transform(split.X_train), scaler.transform(split.X_test)
@@ -119,6 +136,8 @@ def score_split(
         start = time.perf_counter()
         scores = table[method](X_tr, split.y_train, X_te, seed=seed)
         rows.append(result_row(name, method, seed, time.perf_counter() - start, split, scores))
+        if drawn is not None:
+            drawn[method] = curves(split.y_test, scores, max_points=CURVE_POINTS)
         log(progress_line(rows[-1], split))
     return rows
 

@@ -177,20 +177,22 @@ def cmd_score(args) -> None:
     print(summary.line())
 
 
-# `ede bench <name>`: (module, runner, markdown). The runner gets every option whose name
-# is one of its parameters (an unset one keeps the runner's default) and a log to stderr.
+# `ede bench <name>`: (module, runner, markdown, pictures). The runner gets every option
+# whose name is one of its parameters (an unset one keeps the runner's default) and a log
+# to stderr; `pictures` (a module with `write(report, json_url)`) draws the report beside
+# the JSON.
 BENCHES = {
-    "odds": ("ede.bench.odds", "run_odds", "markdown"),
-    "digits": ("ede.bench.digits", "run_digits", "markdown"),
-    "score": ("ede.bench.scoring", "run", "markdown"),
-    "train": ("ede.bench.train", "run", "markdown"),
+    "odds": ("ede.bench.odds", "run_odds", "markdown", "ede.reporting.bench"),
+    "digits": ("ede.bench.digits", "run_digits", "markdown", None),
+    "score": ("ede.bench.scoring", "run", "markdown", None),
+    "train": ("ede.bench.train", "run", "markdown", None),
 }
 
 
 def cmd_bench(args) -> None:
     from ede.storage import write_json
 
-    module, runner, markdown = BENCHES[args.bench]
+    module, runner, markdown, pictures = BENCHES[args.bench]
     bench = importlib.import_module(module)
     run = getattr(bench, runner)
     wanted = inspect.signature(run).parameters
@@ -198,6 +200,8 @@ def cmd_bench(args) -> None:
     report = run(**options, log=_log)
     write_json(args.json, report)
     print(getattr(bench, markdown)(report))
+    if pictures:
+        print(f"report: {importlib.import_module(pictures).write(report, args.json)}")
 
 
 def cmd_report(args) -> None:

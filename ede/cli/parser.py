@@ -191,7 +191,9 @@ def _score(sub) -> None:
     not use) plus score and is_anomaly, atomically. Existing outputs are skipped unless
     --overwrite, so rerunning after a crash finishes the job. <output>/_ede-scored.json
     records the model and, per output, its input and rows; a prefix scored with
-    another model is refused unless --overwrite.
+    another model is refused unless --overwrite. The summary states the score drift
+    against the model's validation scores (PSI, median, share above threshold);
+    <output>/_ede-drift.json keeps it, per input file, for the last 30 runs.
     """
     p = command(sub, _score, help="score tables in object storage with an exported model")
     urls(

@@ -23,7 +23,8 @@ def compare_on_test(
 ) -> dict[str, Any]:
     """{"candidate": metrics, "champion": metrics or None, "champion_error": str or None,
     "schema_change": how the features differ from the champion's (`registry.schema_change`),
-    or None, "curves": {"candidate", "champion"} of `ede.core.metrics.curves`}."""
+    or None, "curves": {"candidate", "champion"} of `ede.core.metrics.curves`, "extremes":
+    the candidate's most and least anomalous test images (image data only, else None)}."""
     urls = [artifact_url] if champion is None else [artifact_url, champion["url"]]
     # required=1: the candidate's errors raise; the champion's come back in its place
     results = evaluate_artifacts(
@@ -36,6 +37,7 @@ def compare_on_test(
         "champion_error": None,
         "schema_change": None,
         "curves": drawn,  # for the run's report (ede.reporting); not part of the metrics
+        "extremes": results[0].pop("extremes", None),  # its image grid, for image data
     }
     if champion is not None:
         out["schema_change"] = _schema_change(artifact_url, champion["url"])
@@ -43,6 +45,7 @@ def compare_on_test(
             out["champion_error"] = str(results[1])
         else:
             drawn["champion"] = results[1].pop("curves")
+            results[1].pop("extremes", None)  # the report shows the candidate's images
             out["champion"] = results[1]
     return out
 

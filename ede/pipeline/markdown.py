@@ -61,26 +61,81 @@ def _cell(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+TREND_ROWS = 10  # runs listed in the artifact's table; the plot shows the whole history
+
+
 def score_markdown(
     name: str, model_url: str, input_url: str, output_url: str, summary: Summary
 ) -> str:
-    return "\n".join(
-        [
-            f"# ede score: {name}",
-            "",
-            f"- model: `{shown_url(model_url)}`",
-            f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
-            f"- {summary.line()}",
-            f"- {drift_line(summary.drift)}",
-        ]
-    )
+    """The run, its drift per file, and the trend over the prefix's last runs (a table and
+    the plot as a data: URI image, which Prefect's UI renders inline)."""
+    lines = [
+        f"# ede score: {name}",
+        "",
+        f"- model: `{shown_url(model_url)}`",
+        f"- input: `{shown_url(input_url)}` -> output: `{shown_url(output_url)}`",
+        f"- {summary.line()}",
+        f"- {drift_line(summary.drift)}",
+    ]
+    if summary.drift and summary.drift.get("files"):
+        lines += ["", "## Drift per input file", "", *drift_files_table(summary.drift)]
+    if summary.history:
+        lines += ["", *trend_section(summary.history)]
+    return "\n".join(lines)
+
+
+def drift_files_table(drift: dict[str, Any]) -> list[str]:
+    """One row per output file of this run, then the run's own."""
+    head = "| file | input | rows | PSI | verdict | above threshold | p1 | p50 | p99 |"
+    rows = [head, "|---|---|---|---|---|---|---|---|---|"]
+    entries = [(f"`{n}`", f"`{f['input']}`", f) for n, f in drift["files"].items()]
+    entries.append(("**all**", "", {**drift, "psi": drift["value"]}))
+    for file, source, f in entries:
+        q = f.get("quantiles") or {}
+        rows.append(
+            f"| {file} | {source} | {f['rows']} | {f['psi']:.3f} | {_verdict(f['drifted'])} | "
+            f"{_share(f.get('above_threshold'))} | {_fmt(q.get('p1'))} | {_fmt(q.get('p50'))} | "
+            f"{_fmt(q.get('p99'))} |"
+        )
+    return rows
+
+
+def trend_section(runs: list[dict[str, Any]]) -> list[str]:
+    """The last runs into this prefix, newest first, and the plot of all of them."""
+    import base64
+
+    from ede.reporting.plots import drift_trend  # matplotlib: only when there is a trend
+
+    shown = runs[-TREND_ROWS:][::-1]
+    lines = [
+        f"## Trend: the last {len(runs)} run(s) into this output",
+        "",
+        "| run (UTC) | rows | PSI | verdict | above threshold | median score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in shown:
+        median = (r.get("quantiles") or {}).get("p50")
+        lines.append(
+            f"| {r['time']} | {r['rows']} | {r['value']:.3f} | {_verdict(r['drifted'])} | "
+            f"{_share(r.get('above_threshold'))} | {_fmt(median)} |"
+        )
+    png = base64.b64encode(drift_trend(runs, runs[-1]["threshold"])).decode()
+    return lines + ["", f"![PSI per run, threshold dashed](data:image/png;base64,{png})"]
+
+
+def _verdict(drifted: bool) -> str:
+    return "drifted: retrain" if drifted else "within range"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def drift_line(drift: dict | None) -> str:
     """The scoring run's drift, as an operator reads it (`ede.scoring.drift`)."""
     if not drift or not drift["rows"]:
         return "score drift: n/a (the model records no reference scores, or no rows)"
-    verdict = "drifted: retrain" if drift["drifted"] else "within range"
+    verdict = _verdict(drift["drifted"])
     shares = ", ".join(f"{100 * a:.0f}" for a in drift["bin_shares"])
     return (
         f"score drift: PSI {drift['value']:.3f}, {verdict} (threshold {drift['threshold']:g}; "

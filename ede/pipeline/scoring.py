@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ede.conditional_write import Conflict, read_versioned, write_if
 from ede.export import registry
 from ede.pipeline.layout import models_url
+from ede.scoring.history import history_url as drift_history_url
 from ede.storage import shown_url
 
 RETRAIN_COOLDOWN_HOURS = 168.0
@@ -104,4 +105,5 @@ def score_result(model_url: str, summary: Summary, output_url: str) -> dict[str,
         "rows_per_second": summary.rows_per_second,
         "output_url": output_url,
         "drift": summary.drift,
+        "drift_history": drift_history_url(output_url) if summary.history else None,
     }

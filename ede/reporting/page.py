@@ -1,4 +1,5 @@
-"""One self-contained HTML page per run: the figures embedded, nothing fetched.
+"""One self-contained HTML page per run (and per benchmark, through `document`): the
+figures embedded, nothing fetched.
 
 A report is opened months later, from object storage, on a laptop without network
 or behind a proxy: so every image is a data: URI, the style sheet is inline, and
@@ -30,7 +31,7 @@ def _fmt(v: Any) -> str:
     return html.escape("n/a" if v is None else str(v))
 
 
-def _table(rows: list[list[Any]], head: list[str]) -> str:
+def table(rows: list[list[Any]], head: list[str]) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     out += ["<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows]
     return "\n".join(out + ["</table>"])
@@ -43,6 +44,21 @@ def _json(v: Any) -> str | None:
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def document(title: str, parts: list[str], figures: dict[str, bytes]) -> str:
+    """A whole page: `title`, the HTML `parts` in order, then each figure under its caption."""
+    out = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *parts,
+        "<h2>Figures</h2>",
+    ]
+    out += [
+        f"<h3>{html.escape(caption)}</h3>{_img(png, caption)}" for caption, png in figures.items()
+    ]
+    return "\n".join(out + ["</body></html>"])
 
 
 def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str:
@@ -65,15 +81,12 @@ def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str
         )  # fmt: skip
     ]
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
         f"<p class='{'promoted' if decision.get('promote') else 'kept'}'><b>Decision:</b> "
         f"{verdict}: {html.escape(str(decision.get('reason', 'n/a')))}</p>",
         "<h2>Test metrics, on the same rows</h2>",
-        _table(rows, ["metric", "candidate", "champion (before this run)"]),
+        table(rows, ["metric", "candidate", "champion (before this run)"]),
         "<h2>Data</h2>",
-        _table(
+        table(
             [
                 ["source", data.get("source")],
                 ["sha256", data.get("sha256")],
@@ -86,7 +99,7 @@ def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str
             ["", ""],
         ),
         "<h2>Configuration and search</h2>",
-        _table(
+        table(
             [
                 ["best parameters", _json(report.get("best_params") or None) or "defaults"],
                 ["threshold", report.get("threshold")],
@@ -98,9 +111,5 @@ def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str
             ],
             ["", ""],
         ),
-        "<h2>Figures</h2>",
     ]
-    for caption, png in figures.items():
-        parts.append(f"<h3>{html.escape(caption)}</h3>{_img(png, caption)}")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return document(title, parts, figures)

@@ -3,8 +3,11 @@
 Each figure answers one question a reviewer asks before shipping a model: does it
 rank anomalies better than the champion (ROC, precision-recall), where does the
 threshold cut (score histograms), did training converge (losses and validation
-AUROC per epoch), and did the search find a better region than the defaults (the
-tuning landscape). matplotlib's Agg backend, so no display is needed.
+AUROC per epoch), did the search find a better region than the defaults (the
+tuning landscape), and, for images, what the model finds odd (a grid of the most and
+least anomalous test images). A scoring run's trend (PSI per run) and the benchmark's
+curves (ESAD against its peers) are drawn here too. matplotlib's Agg backend, so no
+display is needed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
@@ -28,8 +32,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def roc_pr(curves: dict[str, dict | None], aurocs: dict[str, float | None]) -> bytes:
-    """ROC and precision-recall of the candidate and the champion on the same test rows."""
+def roc_pr(
+    curves: dict[str, dict | None], aurocs: dict[str, float | None], where: str = "the test rows"
+) -> bytes:
+    """ROC and precision-recall of several models on the same rows (`where`): a run's
+    candidate and champion, or the benchmark's methods on one data set."""
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, c in curves.items():
         if not c:
@@ -39,8 +46,8 @@ def roc_pr(curves: dict[str, dict | None], aurocs: dict[str, float | None]) -> b
         roc.plot(c["roc"]["fpr"], c["roc"]["tpr"], color=COLOURS.get(name), label=label)
         pr.plot(c["pr"]["recall"], c["pr"]["precision"], color=COLOURS.get(name), label=name)
     roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
-    roc.set(title="ROC on the test rows", xlabel="false-positive rate", ylabel="true-positive rate")
-    pr.set(title="Precision-recall on the test rows", xlabel="recall", ylabel="precision")
+    roc.set(title=f"ROC on {where}", xlabel="false-positive rate", ylabel="true-positive rate")
+    pr.set(title=f"Precision-recall on {where}", xlabel="recall", ylabel="precision")
     for ax in (roc, pr):
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
@@ -121,4 +128,67 @@ def tuning_landscape(trials: list[dict[str, Any]], best_trial: str | None) -> by
     if rest:
         ax.legend(loc="best")
     ax.grid(alpha=0.3, which="both")
+    return _png(fig)
+
+
+def drift_trend(runs: list[dict[str, Any]], threshold: float) -> bytes:
+    """A prefix's last scoring runs, oldest left: PSI against the model's validation scores
+    with the retrain threshold drawn, and the score quantiles (median, 5-95 %)."""
+    x = list(range(len(runs)))
+    labels = [str(r.get("time", i))[:16].replace("T", "\n") for i, r in enumerate(runs)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    values = [r["value"] for r in runs]
+    top.plot(x, values, color="#1f77b4", marker="o", label="PSI of the run")
+    hot = [i for i, r in enumerate(runs) if r.get("drifted")]
+    if hot:
+        top.scatter(hot, [values[i] for i in hot], color="#d62728", s=70, zorder=3,
+                    label="drifted: retrain")  # fmt: skip
+    top.axhline(threshold, color="#d62728", linestyle="--", label=f"threshold {threshold:g}")
+    top.set(title="Score drift per scoring run", ylabel="PSI vs validation scores")
+    top.set_ylim(bottom=0)
+    top.legend(loc="upper left")
+    q = [r.get("quantiles") or {} for r in runs]
+    if all("p50" in v for v in q):
+        bottom.fill_between(x, [v["p5"] for v in q], [v["p95"] for v in q], color="#2ca02c",
+                            alpha=0.25, label="5-95 % of scores")  # fmt: skip
+        bottom.plot(x, [v["p50"] for v in q], color="#2ca02c", marker=".", label="median score")
+        bottom.legend(loc="upper left")
+    bottom.set(ylabel="anomaly score", xlabel="run (UTC)")
+    step = max(1, len(x) // 10)  # at most ten labels, however many runs
+    bottom.set_xticks(x[::step], labels[::step], fontsize=7)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def image_grid(extremes: dict[str, Any]) -> bytes:
+    """The test images the model scores most anomalous (top row) and least (bottom row),
+    each titled with its score and framed by its label: red a labelled anomaly, blue not."""
+    shape = extremes["shape"]  # (channels, height, width)
+    rows = [("most anomalous", extremes["most"]), ("least anomalous", extremes["least"])]
+    cols = max(len(r) for _, r in rows)
+    fig, axes = plt.subplots(2, cols, figsize=(1.6 * cols, 4.2), squeeze=False)
+    for r, (name, items) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(items):
+                ax.axis("off")
+                continue
+            item = items[c]
+            image = np.asarray(item["pixels"], dtype=np.float64).reshape(shape)
+            lo, hi = image.min(), image.max()
+            image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+            if shape[0] == 3:
+                ax.imshow(image.transpose(1, 2, 0))
+            else:
+                ax.imshow(image[0], cmap="gray")
+            colour = "#d62728" if item["label"] == 1 else "#1f77b4"
+            for spine in ax.spines.values():
+                spine.set(color=colour, linewidth=3)
+            ax.set_title(f"{item['score']:.3g}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name)
+    fig.suptitle("Test images by anomaly score (frame: red = labelled anomaly, blue = not)")
     return _png(fig)

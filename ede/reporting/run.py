@@ -27,6 +27,8 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
         out["Score histograms and the threshold"] = plots.score_histogram(
             curves["candidate"]["hist"], float(report["threshold"])
         )
+    if metrics.get("extremes"):  # image data only: evaluation keeps images for image models
+        out["Test images scored most and least anomalous"] = plots.image_grid(metrics["extremes"])
     history = (report.get("training") or {}).get("history") or []
     if history:
         out["Training: loss terms and validation AUROC"] = plots.training_curves(history)

@@ -33,8 +33,10 @@ Why it is built this way:
   anything is written, unless `overwrite`.
 - Drift: every batch's scores are counted over the deciles of the model's validation
   scores (metadata.json's `reference`), and the summary carries their PSI against
-  them (`ede.scoring.drift`): how far this data moved from what the model was
-  calibrated on.
+  them, per output file and overall, with score quantiles and the share above the
+  threshold (`ede.scoring.drift`): how far this data moved from what the model was
+  calibrated on. A run that scored rows appends it to `<output>/_ede-drift.json`, the
+  prefix's last runs (`ede.scoring.history`), once every output is committed.
 - Pass-through: by default every input column the model does not use (ids,
   timestamps, the label) is copied beside `score` and `is_anomaly`, so an output
   row stands alone; `id_columns` picks them explicitly and the rest is ignored.
@@ -58,6 +60,7 @@ import pyarrow.fs as pafs
 
 from ede.data.listing import arrow_fs, list_files, shown_path
 from ede.export.artifact import read_model, session
+from ede.scoring import history as drift_history
 from ede.scoring.drift import ScoreDrift
 from ede.scoring.inputs import Spec, check_schema, inspect
 from ede.scoring.pipeline import Job, Progress, remove_stale_tmps, run_jobs
@@ -76,6 +79,7 @@ class Summary:
     anomalies: int
     seconds: float
     drift: dict | None = None  # ede.scoring.drift.ScoreDrift.summary(); None: no reference
+    history: list | None = None  # the prefix's last runs, this one last (ede.scoring.history)
 
     @property
     def rows_per_second(self) -> float:
@@ -88,17 +92,29 @@ class Summary:
             if self.skipped
             else ""
         )
-        drift = (
-            f"; score drift PSI {self.drift['value']:.3f} (retrain above "
-            f"{self.drift['threshold']:g})"
-            if self.drift and self.drift["rows"]
-            else ""
-        )
+        drift = f"; {drift_phrase(self.drift)}" if self.drift and self.drift["rows"] else ""
         return (
             f"scored {self.files} file(s), {self.rows:,} rows, {self.anomalies:,} anomalies"
             f"{share} in {self.seconds:.2f} s: {self.rows_per_second:,.0f} rows/s"
             f"{drift}{skipped}"
         )
+
+
+def drift_phrase(drift: dict) -> str:
+    """A run's drift in a few words: PSI against the threshold, median score, share above
+    the model's threshold, and the most drifted file when there are several."""
+    above = drift.get("above_threshold")
+    median = (drift.get("quantiles") or {}).get("p50")
+    parts = [f"score drift PSI {drift['value']:.3f} (retrain above {drift['threshold']:g})"]
+    if median is not None:
+        parts.append(f"median score {median:.4g}")
+    if above is not None:
+        parts.append(f"{100 * above:.2f}% above threshold")
+    files = drift.get("files") or {}
+    if len(files) > 1:
+        name, worst = max(files.items(), key=lambda item: item[1]["psi"])
+        parts.append(f"most drifted {name} PSI {worst['psi']:.3f} of {len(files)} files")
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -252,7 +268,7 @@ def score(
         id_columns=id_columns,
         overwrite=overwrite,
         notes=notes,
-        model=model_entry(model, meta, variant),
+        model=(named := model_entry(model, meta, variant)),
     )
     if progress is None and sys.stderr.isatty() and jobs:
         progress = TerminalProgress(jobs)
@@ -260,7 +276,11 @@ def score(
     rows, anomalies = run_jobs(
         afs_in, fs_out, jobs, sess, spec, batch_size, progress, record, drift
     )
+    drifted = drift and drift.summary()
+    runs = None
+    if drifted and drifted["rows"]:  # every output committed: the run joins the history
+        runs = drift_history.append(output, drift_history.entry(drifted, named, input))
     for line in notes:  # after the run: a failed run says one line, its error
         (warn or (lambda text: print(f"ede score: note: {text}", file=sys.stderr)))(line)
     seconds = time.perf_counter() - start
-    return Summary(len(jobs), skipped, rows, anomalies, seconds, drift and drift.summary())
+    return Summary(len(jobs), skipped, rows, anomalies, seconds, drifted, runs)

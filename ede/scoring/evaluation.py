@@ -12,7 +12,8 @@ flow's driver. Here it streams once, in the record batches batch scoring reads
 artifact's session. What stays is what the metrics need of every row, since AUROC
 ranks all the scores: a float32 score per artifact and an int8 label, 4 + 1 bytes a
 row; flags are only counted. scikit-learn's curves then take their own transient
-~70 bytes a row, one artifact at a time.
+~70 bytes a row, one artifact at a time. For an image model whose curves are asked
+for (a run's report), the 8 highest- and lowest-scored images are kept as well.
 
 The checks are batch scoring's (`ede.scoring.inputs`): each model's columns matched
 by name from its metadata, types and image sizes from the footer before the pass,
@@ -44,14 +45,60 @@ ARTIFACT_ERRORS = (ValueError, FileNotFoundError)  # an artifact cannot score th
 BATCH_VALUES = 4 << 20  # float32 model inputs per batch (16 MiB): images get fewer rows
 
 
+EXTREMES = 8  # images kept at each end of the score range, for the report's grid
+
+
+@dataclass
+class _Extremes:
+    """The `EXTREMES` highest- and lowest-scored rows seen so far, with their images and
+    labels: what the report's image grid shows, kept during the one pass in bounded
+    memory (2 x EXTREMES images)."""
+
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    image: np.ndarray | None = None
+
+    def add(self, score: np.ndarray, label: np.ndarray, image: np.ndarray) -> None:
+        if len(score) > 2 * EXTREMES:  # the batch's own ends first: no copy of its images
+            ends = np.argsort(score, kind="stable")
+            ends = np.r_[ends[:EXTREMES], ends[-EXTREMES:]]
+            score, label, image = score[ends], label[ends], image[ends]
+        scores = np.concatenate([self.score, score])
+        labels = np.concatenate([self.label, label.astype(np.int8)])
+        images = image if self.image is None else np.concatenate([self.image, image])
+        order = np.argsort(scores, kind="stable")
+        keep = order if len(order) <= 2 * EXTREMES else np.r_[order[:EXTREMES], order[-EXTREMES:]]
+        self.score, self.label, self.image = scores[keep], labels[keep], images[keep]
+
+    def summary(self) -> dict:
+        """{"shape", "most": [...], "least": [...]}, each {"score", "label", "pixels"}."""
+        order = np.argsort(self.score, kind="stable")
+        n = min(EXTREMES, len(order) // 2)
+
+        def rows(idx) -> list[dict]:
+            return [
+                {
+                    "score": float(self.score[i]),
+                    "label": int(self.label[i]),
+                    "pixels": np.round(self.image[i].ravel().astype(np.float64), 4).tolist(),
+                }
+                for i in idx
+            ]
+
+        shape = [] if self.image is None else list(self.image.shape[1:])
+        return {"shape": shape, "most": rows(order[::-1][:n]), "least": rows(order[:n])}
+
+
 @dataclass
 class _Judged:
-    """One artifact during the pass: its session, its scores so far, its flags counted."""
+    """One artifact during the pass: its session, its scores so far, its flags counted;
+    for an image model whose curves are asked for, its extreme images."""
 
     spec: Spec
     sess: Any
     scores: list[np.ndarray] = field(default_factory=list)
     flagged: list[int] = field(default_factory=lambda: [0, 0])  # of normals, of anomalies
+    extremes: _Extremes | None = None
 
 
 def evaluate_artifacts(
@@ -64,7 +111,8 @@ def evaluate_artifacts(
     with_curves: bool = False,
 ) -> list[dict | Exception]:
     """Each artifact's metrics (`evaluate_artifact`'s dict) on one labelled table, read once;
-    `with_curves` adds "curves" (`ede.core.metrics.curves`: what a report draws).
+    `with_curves` adds "curves" (`ede.core.metrics.curves`: what a report draws) and, for
+    an image model, "extremes" (`_Extremes.summary`: its most and least anomalous rows).
 
     An artifact that cannot score these rows (ARTIFACT_ERRORS) gets its exception in
     place of metrics; the first `required` artifacts' errors are raised instead (a
@@ -82,7 +130,8 @@ def evaluate_artifacts(
         try:
             graph, meta = read_model(url)  # sha256 checked first
             spec = Spec(list(meta["feature_names"]), tuple(meta["input_shape"]))
-            live[i] = _Judged(spec, session(graph, threads))
+            keep = _Extremes() if with_curves and spec.is_image else None
+            live[i] = _Judged(spec, session(graph, threads), extremes=keep)
         except ARTIFACT_ERRORS as exc:
             fail(i, exc)
     if not live:
@@ -110,6 +159,8 @@ def evaluate_artifacts(
         results[i] = _metrics(labels, score, judged.flagged)
         if with_curves:
             results[i]["curves"] = curves(labels, score)
+            if judged.extremes is not None:
+                results[i]["extremes"] = judged.extremes.summary()
         del score
     return results
 
@@ -163,6 +214,8 @@ def _stream(
             judged.scores.append(np.asarray(score, np.float32))
             judged.flagged[0] += int(flag[~anomaly].sum())
             judged.flagged[1] += int(flag[anomaly].sum())
+            if judged.extremes is not None:
+                judged.extremes.add(np.asarray(score, np.float32), y, X)
         labels.append(y.astype(np.int8))
         done += batch.num_rows
         if not live:

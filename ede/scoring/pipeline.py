@@ -255,7 +255,7 @@ def run_jobs(
     drift: ScoreDrift | None = None,
 ) -> tuple[int, int]:
     """(rows, anomalies) scored; raises the first error after the writer is settled.
-    `drift` counts every batch's scores over the model's reference bins."""
+    `drift` counts every batch's scores over the model's reference bins, per output."""
     q_in: queue.Queue = queue.Queue(maxsize=2)
     q_out: queue.Queue = queue.Queue(maxsize=2)
     reader = _Reader(afs_in, jobs, spec, batch_size, q_in)
@@ -275,7 +275,8 @@ def run_jobs(
             if batch is not None:
                 score, flag = infer(sess, X)
                 if drift is not None:
-                    drift.add(score)
+                    job = jobs[i]
+                    drift.add(score, flag, job.output.rsplit("/", 1)[-1], job.shown)
                 cols = [batch.column(c) for c in jobs[i].passthrough]
                 cols += [pa.array(score), pa.array(flag)]
                 out = pa.RecordBatch.from_arrays(cols, schema=jobs[i].schema)

@@ -28,18 +28,16 @@ Underscored, so Parquet readers (pyarrow, Spark) skip it like the temporaries. I
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ede.conditional_write import Conflict, read_versioned, write_if
+from ede.conditional_write import read_versioned, update
 from ede.export.artifact import VARIANTS
 from ede.storage import absolute, shown_url
 
 RECORD_FILE = "_ede-scored.json"
 FORMAT = "ede.scored/1"
-CAS_ATTEMPTS = 10  # conflicts only while another scorer commits a file: a few suffice
 
 
 class MixedModels(ValueError):
@@ -129,18 +127,11 @@ class Record:
         self._update(change)
 
     def _update(self, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
-        for attempt in range(CAS_ATTEMPTS):
-            current = read_versioned(self.url)
-            new = change(_parse(self.url, current.data))
-            if new is None:
-                return
-            data = json.dumps(new, indent=2, sort_keys=True).encode()
-            try:
-                write_if(self.url, data, current.token)
-                return
-            except Conflict:
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # desynchronise the writers
-        raise Conflict(f"{shown_url(self.url)}: still changing after {CAS_ATTEMPTS} attempts")
+        def encoded(data: bytes | None) -> bytes | None:
+            new = change(_parse(self.url, data))
+            return None if new is None else json.dumps(new, indent=2, sort_keys=True).encode()
+
+        update(self.url, encoded)
 
 
 def _empty() -> dict[str, Any]:
