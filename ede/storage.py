@@ -128,6 +128,11 @@ def read_json(url: str, *, missing_ok: bool = False) -> Any:
         if missing_ok:
             return None
         raise
+    return parse_json(url, raw)
+
+
+def parse_json(url: str, raw: bytes) -> Any:
+    """`raw` (read from `url`) as JSON, or one ValueError naming the file."""
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

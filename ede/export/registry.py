@@ -25,6 +25,7 @@ from typing import Any
 from ede.conditional_write import Conflict, read_versioned, write_if
 from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
 from ede.storage import (
+    parse_json,
     read_bytes,
     read_json,
     remove,
@@ -64,10 +65,7 @@ def champion_view(models_url: str, name: str) -> ChampionView:
     seen = read_versioned(url)
     if seen.data is None:
         return ChampionView(None, None)
-    try:
-        return ChampionView(json.loads(seen.data), seen.token)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
+    return ChampionView(parse_json(url, seen.data), seen.token)
 
 
 def champion_url(models_url: str, name: str) -> str:

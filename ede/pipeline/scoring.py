@@ -31,7 +31,7 @@ from ede.conditional_write import Conflict, read_versioned, write_if
 from ede.export import registry
 from ede.pipeline.layout import models_url
 from ede.scoring.history import history_url as drift_history_url
-from ede.storage import shown_url
+from ede.storage import parse_json, shown_url
 
 RETRAIN_COOLDOWN_HOURS = 168.0
 REQUEST_FILE = "retrain-request.json"
@@ -82,7 +82,7 @@ def claim_retrain(
     now = time.time() if now is None else now
     url = f"{registry.model_root(models_url(storage_url), name)}/{REQUEST_FILE}"
     seen = read_versioned(url)
-    last = json.loads(seen.data) if seen.data else None
+    last = parse_json(url, seen.data) if seen.data else None
     if last and now - float(last["at"]) < cooldown_hours * 3600:
         return None
     reason = f"score drift PSI {drift['value']:.3f} > {drift['threshold']:g}"

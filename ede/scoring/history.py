@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from ede.conditional_write import read_versioned, update
-from ede.storage import join, shown_url
+from ede.storage import join, parse_json, shown_url
 
 HISTORY_FILE = "_ede-drift.json"
 FORMAT = "ede.drift/1"
@@ -67,10 +67,7 @@ def read(output_url: str) -> list[dict[str, Any]]:
 def _parse(url: str, data: bytes | None) -> list[dict[str, Any]]:
     if data is None:
         return []
-    try:
-        record = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
+    record = parse_json(url, data)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{shown_url(url)}: not an ede drift history ({FORMAT!r} expected)")
     return list(record.get("runs") or [])

@@ -34,7 +34,7 @@ from typing import Any
 
 from ede.conditional_write import read_versioned, update
 from ede.export.artifact import VARIANTS
-from ede.storage import absolute, shown_url
+from ede.storage import absolute, parse_json, shown_url
 
 RECORD_FILE = "_ede-scored.json"
 FORMAT = "ede.scored/1"
@@ -141,10 +141,7 @@ def _empty() -> dict[str, Any]:
 def _parse(url: str, data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
-    try:
-        record = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{shown_url(url)}: not valid JSON ({exc})") from None
+    record = parse_json(url, data)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{shown_url(url)}: not an ede scoring record ({FORMAT!r} expected)")
     record.setdefault("files", {})
