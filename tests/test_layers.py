@@ -200,10 +200,11 @@ def test_a_forbidden_import_fails():
 
 def test_the_retraining_flows_process_loads_neither_torch_nor_onnxruntime():
     """Its steps run in Ray tasks (ede.pipeline.steps, docs/design.md): the lazy imports in
-    their bodies, which the rules above count, never run in the flow's process."""
+    their bodies, which the rules above count, never run in the flow's process; nor does
+    importing the flow load matplotlib (the report draws it when it draws)."""
     code = (
-        "import sys, flows.retrain; "
-        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+        "import sys, flows.retrain; print(sorted(m for m in "
+        "('torch', 'onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

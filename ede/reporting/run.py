@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ede.reporting import page, plots
+from ede.reporting import page
 from ede.storage import join, read_json, shown_url, write_bytes_atomic
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -18,6 +18,8 @@ REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 def figures(report: dict[str, Any]) -> dict[str, bytes]:
     """{caption: PNG} of every figure the report's data allow."""
+    from ede.reporting import plots  # matplotlib (1.2 s) only once there is a page to draw
+
     metrics = report.get("metrics") or {}
     curves = metrics.get("curves") or {}
     out: dict[str, bytes] = {}
