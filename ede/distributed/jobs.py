@@ -1,4 +1,5 @@
-"""A Ray job submitted through the Jobs API, followed to its end, stopped if its caller is.
+"""`run`: a Ray job submitted through the Jobs API, followed to its end, and stopped if its
+caller is.
 
 Why the Jobs API: a caller that joins a cluster (`ray.init(RAY_ADDRESS)`, or Ray
 Client's `ray://`) is the workload's driver, so a dropped connection or a restarted
@@ -86,22 +87,6 @@ def client(address: str):
         return JobSubmissionClient(address)
     except Exception as exc:  # requests', aiohttp's and Ray's own types
         raise ConnectionError(f"Ray Jobs API at {address}: {first_line(exc)}") from None
-
-
-def submit(
-    address: str,
-    entrypoint: Sequence[str],
-    *,
-    submission_id: str,
-    env: dict[str, str] | None = None,
-    log: Log = print,
-    **resources: Any,
-) -> Job:
-    """Submit `entrypoint` (an argv, quoted here); `env` goes into the runtime environment
-    and only its names are logged. `resources`: `entrypoint_num_cpus` and the like."""
-    job = Job(client(address), submission_id)
-    _submit(job, address, entrypoint, passed_env() if env is None else env, log, resources)
-    return job
 
 
 def _submit(job: Job, address: str, entrypoint, env: dict[str, str], log: Log, resources) -> None:
