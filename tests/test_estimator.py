@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
@@ -256,3 +257,36 @@ def test_a_run_resumed_from_a_checkpoint_ends_with_the_uninterrupted_weights(tar
     assert [m["epoch"] for m in resumed.history] == [3, 4, 5]
     for k, v in net.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_bf16_trains_persists_and_loads(tmp_path):
+    """precision="bf16" runs the forward pass under autocast (the weights it learns differ
+    from fp32's), keeps fp32 weights, and round-trips through save/load."""
+    X, y = toy()
+    quick = dict(epochs=3, batch_size=64, min_steps=None, hidden=(32, 16), seed=0)
+    bf16 = ESAD(precision="bf16", **quick).fit(X, y)
+    fp32 = ESAD(**quick).fit(X, y)
+    assert all(p.dtype == torch.float32 for p in bf16.net_.parameters())
+    assert not np.allclose(bf16.decision_function(X), fp32.decision_function(X))
+    assert evaluate(y, bf16.decision_function(X))["auroc"] > 0.9
+    bf16.save(str(tmp_path / "m"))
+    back = ESAD.load(str(tmp_path / "m"))
+    assert back.get_params()["precision"] == "bf16"
+    np.testing.assert_array_equal(back.decision_function(X), bf16.decision_function(X))
+
+
+def test_a_folder_saved_before_precision_existed_loads_as_fp32(fitted, tmp_path):
+    det, X, _ = fitted
+    base = tmp_path / "m"
+    det.save(str(base))
+    meta = json.loads((base / "esad.json").read_text())
+    del meta["params"]["precision"]
+    (base / "esad.json").write_text(json.dumps(meta))
+    back = ESAD.load(str(base))
+    assert back.precision == "fp32"
+    np.testing.assert_array_equal(back.decision_function(X), det.decision_function(X))
+
+
+def test_bad_precision_fails_at_fit():
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        ESAD(precision="fp8").fit(np.zeros((4, 2)))

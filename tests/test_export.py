@@ -15,7 +15,14 @@ from sklearn.datasets import load_digits
 
 from ede import ESAD
 from ede.cli import main
-from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, sha256
+from ede.export.artifact import (
+    INT8_FILE,
+    INT8_STATIC_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    read_model,
+    sha256,
+)
 from ede.export.exporter import export, export_folder
 
 FEATURES = ["a", "b", "c", "d", "e"]
@@ -45,16 +52,15 @@ def rel_diff(a, b):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """`ede train` (validation split, calibrated threshold) then `ede export --quantize int8`."""
+    """`ede train` (validation split, calibrated threshold) then `ede export` with both
+    quantised graphs (`--quantize int8 --quantize int8-static`)."""
     root = tmp_path_factory.mktemp("mlp")
     table().to_parquet(root / "train.parquet")
     args = ["train", "--data", str(root / "train.parquet"), "--out", str(root / "model")]
     assert main([*args, "--epochs", "3", "--target-fpr", "0.05"]) == 0
     out = root / "onnx"
-    assert (
-        main(["export", "--model", str(root / "model"), "--out", str(out), "--quantize", "int8"])
-        == 0
-    )
+    quantize = ["--quantize", "int8", "--quantize", "int8-static"]
+    assert main(["export", "--model", str(root / "model"), "--out", str(out), *quantize]) == 0
     return root
 
 
@@ -107,6 +113,38 @@ def test_int8_is_smaller_and_reported(trained):
     assert q["size_ratio"] < 0.6 and q["auroc_change_points"] is not None
     score, _ = run(str(out / INT8_FILE), table(50, seed=2)[FEATURES].to_numpy(np.float32))
     assert score.shape == (50,) and np.isfinite(score).all()
+
+
+def test_int8_static_is_listed_checked_and_scores_near_fp32(trained, tmp_path):
+    """The static QDQ graph: sha256 in metadata.json like the others, refused when changed,
+    scores that rank rows as fp32 does, and `ede score --variant int8-static` uses it."""
+    out = trained / "onnx"
+    meta = json.loads((out / METADATA_FILE).read_text())
+    q = meta["files"][INT8_STATIC_FILE]
+    assert q["sha256"] == sha256((out / INT8_STATIC_FILE).read_bytes())
+    assert q["variant"] == "int8-static" and q["size_ratio"] < 1
+    assert abs(q["auroc_change_points"]) <= 2.0
+    assert meta["metrics"]["validation_int8_static"]["n_rows"] > 0
+    graph, _ = read_model(str(out), "int8-static")
+    ops = {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ, not the dynamic operators
+    x = table(400, seed=2)[FEATURES].to_numpy(np.float32)
+    exact, _ = run(str(out / MODEL_FILE), x)
+    approx, flags = run(str(out / INT8_STATIC_FILE), x)
+    assert np.isfinite(approx).all() and flags.dtype == bool
+    assert np.corrcoef(exact, approx)[0, 1] > 0.98
+    assert np.median(np.abs(approx - exact)) < 0.1 * np.std(exact)
+    table(30, seed=3).to_parquet(tmp_path / "x.parquet")
+    args = ["score", "--model", str(out), "--input", str(tmp_path / "x.parquet")]
+    assert main([*args, "--output", str(tmp_path / "s"), "--variant", "int8-static"]) == 0
+    scored = pd.read_parquet(tmp_path / "s" / "x.parquet")
+    want, _ = run(str(out / INT8_STATIC_FILE), table(30, seed=3)[FEATURES].to_numpy(np.float32))
+    np.testing.assert_allclose(scored["score"].to_numpy(), want, rtol=1e-6)
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / INT8_STATIC_FILE).write_bytes((out / INT8_FILE).read_bytes())
+    with pytest.raises(ValueError, match="sha256"):
+        read_model(str(broken), "int8-static")
 
 
 @pytest.fixture(scope="module")

@@ -283,18 +283,27 @@ def test_output_onto_its_input_is_refused(model, tmp_path, capsys):
     assert os.path.getsize(tmp_path / "x.parquet") > 0
 
 
-def test_bench_score_smoke(tmp_path, capsys):
+def test_bench_score_smoke(tmp_path, capsys, monkeypatch):
+    from ede.bench import roofline
+
+    monkeypatch.setattr(roofline, "BUDGET_S", 0.02)  # the limits' plumbing, not their values
+    monkeypatch.setattr(roofline, "FP32_SIDE", 512)
+    monkeypatch.setattr(roofline, "MAX_SIDE", 512)
     report = tmp_path / "bench.json"
     assert main(["bench", "score", "--json", str(report), "--rows", "12288"]) == 0
     got = json.loads(report.read_text())
-    engines = {"torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "numpy_roofline"}
-    assert set(got["throughput"]) == engines
+    engines = {"torch_eager", "onnxruntime_fp32", "onnxruntime_int8", "numpy_chain"}
+    assert set(got["throughput"]) == engines | {"onnxruntime_int8_static"}
     assert all(v["rows_per_s"] > 0 for v in got["throughput"].values())
-    assert got["roofline_max_abs_diff_vs_torch"] < 1e-3  # the roofline computes the same thing
-    for key in ("fp32_vs_torch", "fp32_vs_roofline", "end_to_end_vs_read", "rss_10x_vs_1x"):
+    assert all(v["vs_fp32_gemm_peak"] > 0 for v in got["throughput"].values())
+    assert all(v["gflops"] > 0 for v in got["peaks"]["kernels"].values())
+    assert got["numpy_chain_max_abs_diff_vs_torch"] < 1e-3  # the chain computes the same thing
+    for key in ("fp32_vs_torch", "fp32_vs_fp32_gemm_peak", "end_to_end_vs_read", "rss_10x_vs_1x"):
         assert got["ratios"][key] > 0
     assert got["end_to_end"]["rows"] == 12288 and got["memory"]["rows_10x"] == 12280
-    assert 0 < got["int8"]["size_ratio"] < 1 and got["config"]["threads"] == 1
+    assert set(got["quantised"]) == {"int8", "int8-static"} and got["config"]["threads"] == 1
+    assert all(0 < q["size_ratio"] < 1 for q in got["quantised"].values())
+    assert "QGemm" in got["op_profile"]["onnxruntime_int8_static"]["op_share"]
     assert "(b) onnxruntime fp32" in capsys.readouterr().out
 
 

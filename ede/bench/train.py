@@ -1,14 +1,20 @@
-"""`ede bench train`: what Ray Train costs per epoch against the in-process loop.
+"""`ede bench train`: what bf16 and Ray Train cost per epoch against the fp32 in-process loop.
 
-Three runs of the same training (same split, scaler, global batch, seed, epochs):
-(a) `train_loop` in this process, (b) TorchTrainer with 1 worker, (c) with 2
-workers. Each epoch is stamped when it reports; the per-epoch time is the median
-gap after `warmup` epochs, so Ray's start-up and teardown are counted apart.
+Runs of the same training (same split, scaler, global batch, seed, epochs):
+(a) `train_loop` in this process in fp32, (a') the same in bf16 autocast (`precision`),
+(b) TorchTrainer with 1 worker, (c) with 2 workers (both fp32; `ray=False` skips them).
+Each epoch is stamped when it reports; the per-epoch time is the median gap after
+`warmup` epochs, so Ray's start-up and teardown are counted apart. (a) and (a') run
+alternately, epoch by epoch in `ROUNDS` repetitions, so a load burst on the shared
+machine hits both; the best repetition's median counts. The GEMM limits of this core
+(`ede.bench.roofline`) are measured in the same run, beside them: they say whether
+bf16 can gain here at all (native bf16 or an emulation hundreds of times slower).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import tempfile
 import time
@@ -20,8 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ede.bench import roofline
 from ede.bench.odds import load_npz
 from ede.core.estimator import ESAD
+from ede.core.precision import resolve
 from ede.core.training import ArrayShard, LocalRuntime, train_loop
 from ede.data.protocol import semi_supervised_split
 from ede.data.tables import write_table
@@ -53,6 +61,7 @@ def run(
     dataset: str = "shuttle",
     epochs: int = 6,
     warmup: int = 2,
+    ray: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     from ede.distributed import cluster
@@ -69,8 +78,11 @@ def run(
         "warmup": warmup,
         "torch_threads_per_process": torch.get_num_threads(),
         "platform": platform.platform(),
+        "bf16_native": resolve("auto", torch.device("cpu")) == "bf16",
         "runs": {},
     }
+    log("GEMM limits of this core")
+    report["peaks"] = roofline.peaks(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         url = f"{tmp}/{dataset}.parquet"
         names = [f"f{i}" for i in range(X.shape[1])]
@@ -80,16 +92,23 @@ def run(
         data = dt.prepare_data(url, validation_fraction=0.2, seed=0)
         config = data.worker_config(det)
 
-        log(f"(a) in-process, {epochs} epochs")
         keep = np.setdiff1d(np.arange(len(split.y_train)), data.val_rows)
         Xs = data.scaler.transform(split.X_train[keep])
         local = {**config, "data": ArrayShard(Xs, split.y_train[keep])}
-        runtime = _StampedRuntime()
-        start = time.perf_counter()
-        train_loop(local, runtime)
-        report["runs"]["a_in_process"] = _summary(
-            runtime.history, warmup, time.perf_counter() - start
-        )
+        for r in range(ROUNDS):
+            for key, precision in (("a_in_process", "fp32"), ("a_in_process_bf16", "bf16")):
+                log(f"({key}) in-process, {precision}, {epochs} epochs, round {r + 1}")
+                run_config = {**local, "train": {**local["train"], "precision": precision}}
+                runtime = _StampedRuntime()
+                start = time.perf_counter()
+                train_loop(run_config, runtime)
+                got = _summary(runtime.history, warmup, time.perf_counter() - start)
+                best = report["runs"].get(key)
+                if best is None or got["epoch_s_median"] < best["epoch_s_median"]:
+                    report["runs"][key] = {**got, "precision": precision}
+        if not ray:
+            report["ray_startup_s"] = None
+            return _finish(report, det, data)
 
         report["ray_startup_s"] = cluster.connect()
         for key, workers in (("b_ray_1_worker", 1), ("c_ray_2_workers", 2)):
@@ -99,10 +118,24 @@ def run(
             start = time.perf_counter()
             fitted, _ = dt.fit_distributed(ESAD(**det.get_params()), data, scaling, run_spec)
             report["runs"][key] = _summary(fitted.history_, warmup, time.perf_counter() - start)
-    base = report["runs"]["a_in_process"]["epoch_s_median"]
-    for run_ in report["runs"].values():
+    return _finish(report, det, data)
+
+
+ROUNDS = 2  # repetitions of the fp32/bf16 pair; the best of each counts
+
+
+def _finish(report: dict, det: ESAD, data) -> dict:
+    runs = report["runs"]
+    base = runs["a_in_process"]["epoch_s_median"]
+    for run_ in runs.values():
         run_["ratio_to_a"] = run_["epoch_s_median"] / base
+    report["bf16_vs_fp32"] = {
+        "epoch_time_ratio": runs["a_in_process_bf16"]["epoch_s_median"] / base,
+        "val_auroc_change_points": 100
+        * (runs["a_in_process_bf16"]["final_val_auroc"] - runs["a_in_process"]["final_val_auroc"]),
+    }
     report["config"] = {"train": asdict(det.train_config()), "fit_rows": data.fit_rows}
+    report["load_average_1min"] = os.getloadavg()[0]
     return report
 
 
@@ -110,7 +143,19 @@ def markdown(report: dict) -> str:
     lines = [
         f"{report['dataset']}: median epoch time after {report['warmup']} warm-up epochs "
         f"({report['torch_threads_per_process']} torch thread(s) per process); "
-        f"Ray start-up {report['ray_startup_s']:.1f} s",
+        + (
+            f"Ray start-up {report['ray_startup_s']:.1f} s"
+            if report["ray_startup_s"] is not None
+            else "Ray runs skipped"
+        )
+        + f"; load average {report['load_average_1min']:.2f}",
+        "",
+        "| limit (this run, same core) | shape | GFLOP/s |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {'x'.join(map(str, v['shape']))} | {v['gflops']:.1f} |"
+            for name, v in report["peaks"]["kernels"].items()
+        ),
         "",
         "| run | epoch s | ratio to (a) | run wall s | final val AUROC |",
         "|---|---|---|---|---|",
@@ -120,4 +165,11 @@ def markdown(report: dict) -> str:
             f"| {key} | {r['epoch_s_median']:.3f} | {r['ratio_to_a']:.2f} | "
             f"{r['wall_s']:.1f} | {r['final_val_auroc']:.4f} |"
         )
+    b = report["bf16_vs_fp32"]
+    lines += [
+        "",
+        f"bf16 vs fp32 in-process: epoch time x{b['epoch_time_ratio']:.2f}, final val AUROC "
+        f"{b['val_auroc_change_points']:+.2f} points (native bf16 on this CPU: "
+        f"{'yes' if report['bf16_native'] else 'no'})",
+    ]
     return "\n".join(lines)

@@ -172,7 +172,7 @@ def cmd_score(args) -> None:
         threads=args.threads,
         overwrite=args.overwrite,
         id_columns=args.id_columns,
-        variant="int8" if args.int8 else "fp32",
+        variant="int8" if args.int8 else args.variant,
     )
     print(summary.line())
 

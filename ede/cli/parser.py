@@ -144,10 +144,10 @@ def _train_run(sub) -> None:
 def _export(sub) -> None:
     """Export the model folder written by `ede train` to --out: model.onnx (input x: raw
     rows, dynamic batch; outputs score and is_anomaly), metadata.json and, with
-    --quantize int8, model.int8.onnx. Checks onnxruntime-vs-torch parity (max relative
-    difference 1e-4) on the validation rows, else fails with nothing written. The
-    threshold is the one ede train calibrated, unless --target-fpr or --validation asks
-    for a new one.
+    --quantize int8 / int8-static, model.int8.onnx / model.int8-static.onnx. Checks
+    onnxruntime-vs-torch parity (max relative difference 1e-4) on the validation rows,
+    else fails with nothing written. The threshold is the one ede train calibrated,
+    unless --target-fpr or --validation asks for a new one.
     """
     p = command(
         sub,
@@ -157,7 +157,14 @@ def _export(sub) -> None:
     urls(
         p, model="model folder URL (from ede train)", out="artifact folder URL (written atomically)"
     )
-    p.add_argument("--quantize", choices=["int8"], default=None, help="add model.int8.onnx")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "int8-static"],
+        action="append",
+        default=None,
+        help="add model.int8.onnx (dynamic) or model.int8-static.onnx (static QDQ, "
+        "calibrated on the validation rows); repeat for both",
+    )
     p.add_argument(
         "--target-fpr",
         type=float,
@@ -215,7 +222,13 @@ def _score(sub) -> None:
     p.add_argument(
         "--id-columns", type=comma_list, default=None, help="comma list of columns to pass through"
     )
-    p.add_argument("--int8", action="store_true", help="use model.int8.onnx")
+    p.add_argument("--int8", action="store_true", help="use model.int8.onnx (--variant int8)")
+    p.add_argument(
+        "--variant",
+        choices=["fp32", "int8", "int8-static"],
+        default="fp32",
+        help="which exported graph scores (default fp32)",
+    )
 
 
 def _bench(sub) -> None:
@@ -273,16 +286,24 @@ def _bench_score(sub) -> None:
 
 def _bench_train(sub) -> None:
     """On shuttle (or --dataset): per-epoch wall time after warm-up of the in-process
-    loop, TorchTrainer with 1 worker and with 2 workers (same global batch), as ratios
-    to the in-process loop; Ray start-up seconds; final validation AUROC.
+    loop in fp32 and in bf16 autocast, TorchTrainer with 1 worker and with 2 workers
+    (same global batch), as ratios to the fp32 in-process loop; the core's fp32, bf16
+    and int8 GEMM limits; Ray start-up seconds; final validation AUROC.
     """
     p = command(
         sub,
         _bench_train,
-        help="epoch time: in-process loop vs Ray TorchTrainer with 1 and 2 workers",
+        help="epoch time: in-process fp32 vs bf16 vs Ray TorchTrainer with 1 and 2 workers",
     )
     data_dir(p)
     p.add_argument("--dataset", default="shuttle")
     p.add_argument("--epochs", type=int, default=6, help="epochs per run (default 6)")
     p.add_argument("--warmup", type=int, default=2, help="epochs left out of timing (2)")
+    p.add_argument(
+        "--no-ray",
+        dest="ray",
+        action="store_false",
+        default=None,
+        help="only the in-process fp32 and bf16 runs",
+    )
     report(p, "torch threads per process (1)")

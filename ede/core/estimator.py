@@ -18,6 +18,7 @@ from ede.core.checks import check_shape, check_X, check_y
 from ede.core.model import anomaly_score
 from ede.core.nets import NetConfig
 from ede.core.objective import ANOMALY_TARGETS
+from ede.core.precision import PRECISIONS
 from ede.core.scaling import AffineScaler, IdentityScaler, QuantileMinMaxScaler
 from ede.core.training import (
     ArrayShard,
@@ -62,6 +63,12 @@ class ESAD(BaseEstimator):
     "standard_minmax" (Deep SAD's) or "none". This signature is the one place the
     defaults live; they were chosen on validation splits carved from training data
     (README, benchmarks/select_defaults.py).
+
+    `precision`: the training step's arithmetic (`ede.core.precision`): "fp32", "bf16"
+    (autocast, fp32 master weights and loss terms) or "auto" (bf16 on CUDA and on CPUs
+    with native bf16, else fp32). Scoring and the exported graph are fp32 whatever it
+    is. The default stays fp32: `ede bench train` measured bf16 slower on a CPU without
+    native bf16, and no CPU with it was at hand to show a gain (README).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class ESAD(BaseEstimator):
         scaling: str = "quantile_minmax",
         contamination: float = 0.01,
         device: str = "cpu",
+        precision: str = "fp32",
         seed: int = 0,
     ):
         self.lambda_entropy = lambda_entropy
@@ -103,6 +111,7 @@ class ESAD(BaseEstimator):
         self.scaling = scaling
         self.contamination = contamination
         self.device = device
+        self.precision = precision
         self.seed = seed
 
     # ------------------------------------------------------------------ configs
@@ -129,6 +138,7 @@ class ESAD(BaseEstimator):
             anomaly_target=self.anomaly_target,
             share_encoders=bool(self.share_encoders),
             seed=int(self.seed),
+            precision=str(self.precision),
         )
 
     def _check_params(self) -> None:
@@ -156,6 +166,8 @@ class ESAD(BaseEstimator):
             bad("anomaly_target", f"must be one of {ANOMALY_TARGETS}")
         if self.scaling not in SCALERS:
             bad("scaling", f"must be one of {tuple(SCALERS)}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"must be one of {PRECISIONS}")
 
     def _device(self) -> torch.device:
         if self.device == "auto":

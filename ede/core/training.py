@@ -21,6 +21,7 @@ from ede.core.metrics import evaluate
 from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
 from ede.core.objective import corrupt, esad_objective
+from ede.core.precision import autocast, resolve
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrainConfig:
     anomaly_target: str
     share_encoders: bool
     seed: int
+    precision: str  # "fp32" | "bf16" | "auto" (ede.core.precision), resolved per worker
 
 
 class Runtime(Protocol):
@@ -116,18 +118,23 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
 
     n_epochs = planned_epochs(cfg, steps)
     every = max(1, int(config.get("report_every", 1)))
+    precision = resolve(cfg.precision, rt.device)
     for _ in range(start_epoch):
         skip_epoch(gen, x_all, cfg.batch_size, steps, cfg.anomaly_target)
     for epoch in range(start_epoch, n_epochs):
         wrapped.train()
-        sums = torch.zeros(4)
+        # on the device: read once per report, not synchronised every step
+        sums = torch.zeros(4, device=rt.device)
         for idx in epoch_batches(len(x_all), cfg.batch_size, steps, gen):
             xb, yb = x_all[idx], y_all[idx]
-            terms = esad_objective(xb, *wrapped(xb), yb, generator=gen, **weights)
+            with autocast(precision, rt.device):
+                outputs = wrapped(xb)
+            outputs = [o.float() for o in outputs]  # the loss terms in fp32
+            terms = esad_objective(xb, *outputs, yb, generator=gen, **weights)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
-            sums += torch.stack([t.detach().cpu() for t in terms])
+            sums += torch.stack([t.detach() for t in terms])
         if (epoch + 1) % every and epoch != n_epochs - 1:
             continue  # not a report epoch: no validation pass, no checkpoint
         means = (sums / steps).tolist()

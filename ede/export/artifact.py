@@ -1,6 +1,7 @@
 """The exported model folder, as a reader sees it: file names, metadata, integrity.
 
-Layout (docs/design.md): `model.onnx`, optional `model.int8.onnx`, and `metadata.json`,
+Layout (docs/design.md): `model.onnx`, optional `model.int8.onnx` and
+`model.int8-static.onnx`, and `metadata.json`,
 written last so its presence marks a complete export. A reader checks the
 sha256 that metadata.json records before it loads a graph: a model swapped,
 half-copied or re-exported under an old metadata file is refused, not used.
@@ -21,9 +22,13 @@ from ede.data.tables import IMAGE_COLUMN  # noqa: F401 - re-exported for readers
 from ede.storage import read_bytes, shown_url
 
 MODEL_FILE, INT8_FILE, METADATA_FILE = "model.onnx", "model.int8.onnx", "metadata.json"
+INT8_STATIC_FILE = "model.int8-static.onnx"
 FORMAT = "ede.onnx/1"
 INPUT_NAME, OUTPUT_NAMES = "x", ("score", "is_anomaly")
-VARIANTS = {"fp32": MODEL_FILE, "int8": INT8_FILE}
+# The quantised graphs an export may add (`ede export --quantize`): "int8", onnxruntime's
+# dynamic quantisation; "int8-static", static QDQ calibrated on the validation rows.
+QUANTIZED = {"int8": INT8_FILE, "int8-static": INT8_STATIC_FILE}
+VARIANTS = {"fp32": MODEL_FILE, **QUANTIZED}
 
 
 def sha256(data: bytes) -> str:
@@ -63,11 +68,16 @@ def read_model(folder: str, variant: str = "fp32") -> tuple[bytes, dict[str, Any
     return data, meta
 
 
-def session(model: bytes, threads: int = 1):
-    """One onnxruntime CPU session; `threads` intra-op threads, no inter-op pool.
+def session_options(threads: int = 1):
+    """The one place onnxruntime's session settings live (scorer, export checks, benches).
 
-    One thread is the default because on a shared machine 2+ spinning threads
+    `threads` intra-op threads, no inter-op pool: on a shared machine 2+ spinning threads
     collapse when a core is taken (50-100x, measured); onnxruntime degrades least.
+    Everything else stays at onnxruntime's defaults (all graph optimisations, memory
+    arena and pattern, spinning): `ede bench score`'s side-by-side trials of optimisation
+    levels, arena and pattern off, spinning off and I/O binding moved fp32 rows/s by no
+    more than the noise between rounds (README, scoring benchmark); only the batch size
+    mattered (INFERENCE_ROWS).
     """
     import onnxruntime as ort
 
@@ -77,15 +87,26 @@ def session(model: bytes, threads: int = 1):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def session(model: bytes, threads: int = 1):
+    """One onnxruntime CPU session with `session_options(threads)`."""
+    import onnxruntime as ort
+
+    opts = session_options(threads)
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-INFERENCE_ROWS = 4096  # rows per onnxruntime call (see infer)
+INFERENCE_ROWS = 512  # rows per onnxruntime call (see infer)
 
 
 def infer(sess, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score in slices of INFERENCE_ROWS: a 64k-row batch's activations overflow the caches
-    and run at about half the rows/s of 4k-row slices (measured: `ede bench score`)."""
+    """Score in slices of INFERENCE_ROWS: the default MLP's widest activations for 512 rows
+    (512 x 128 floats, 256 kB) stay in a core's 512 kB L2, and side by side on one
+    thread 512-row slices ran at 0.89 of the fp32 GEMM peak, 4096-row ones at 0.62 and
+    64k-row ones at 0.45 (benchmarks/ort_session_options.py)."""
     if len(X) <= INFERENCE_ROWS:
         return sess.run(list(OUTPUT_NAMES), {INPUT_NAME: X})
     parts = [

@@ -8,14 +8,16 @@ Nothing is written until every check passed: `onnx.checker`, then parity,
 onnxruntime's scores against `ESAD.decision_function` on the validation rows, max
 relative difference <= 1e-4. The threshold baked in is the one the model folder
 calibrated (`ede.export.model_folder`); only an explicit request, or a bare ESAD
-with no folder behind it, calibrates one here (`ede.export.calibration`). `int8`
-adds a dynamically quantised graph, reported as size ratio and validation AUROC
-change. metadata.json goes last.
+with no folder behind it, calibrates one here (`ede.export.calibration`). `quantize`
+adds quantised graphs: "int8" (dynamic) and/or "int8-static" (QDQ, its activation
+ranges calibrated on the same validation rows), each reported as size ratio and
+validation AUROC change. metadata.json goes last.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,9 +31,9 @@ from ede.export.artifact import (
     FORMAT,
     IMAGE_COLUMN,
     INPUT_NAME,
-    INT8_FILE,
     METADATA_FILE,
     MODEL_FILE,
+    QUANTIZED,
     sha256,
 )
 from ede.export.calibration import (
@@ -44,6 +46,7 @@ from ede.export.model_folder import read_model_folder
 from ede.export.onnx_graph import (
     inference_wrapper,
     quantize_int8,
+    quantize_int8_static,
     run_graph,
     runtime_versions,
     to_onnx,
@@ -53,12 +56,16 @@ from ede.scoring.drift import reference_edges
 from ede.storage import check_bucket, remove, shown_url, write_bytes_atomic, write_json
 
 PARITY_TOLERANCE = 1e-4
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = tuple(QUANTIZED)
 
 
-def _check_quantize(quantize: str | None) -> None:
-    if quantize not in (None, *QUANTIZE_CHOICES):
-        raise ValueError(f"quantize={quantize!r}: expected one of {QUANTIZE_CHOICES}")
+def _check_quantize(quantize: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The quantised variants asked for, in QUANTIZE_CHOICES order, each once."""
+    asked = (quantize,) if isinstance(quantize, str) else tuple(quantize or ())
+    for q in asked:
+        if q not in QUANTIZE_CHOICES:
+            raise ValueError(f"quantize={q!r}: expected one of {QUANTIZE_CHOICES}")
+    return tuple(q for q in QUANTIZE_CHOICES if q in asked)
 
 
 def export(
@@ -68,7 +75,7 @@ def export(
     y_val,
     *,
     target_fpr: float = DEFAULT_TARGET_FPR,
-    quantize: str | None = None,
+    quantize: str | Sequence[str] | None = None,
     provenance: dict | None = None,
     calibration: Calibration | None = None,
 ) -> dict:
@@ -79,7 +86,7 @@ def export(
     without one, the threshold is calibrated here on the validation rows at `target_fpr`.
     """
     check_is_fitted(det, "net_")
-    _check_quantize(quantize)
+    variants = _check_quantize(quantize)
     X_val = check_X(X_val, "validation X")
     check_shape(X_val, det.input_shape_, "validation X")
     y_val = check_y(y_val, len(X_val), "validation y")
@@ -135,13 +142,19 @@ def export(
         "exporter": {"name": exporter, "torch": str(torch.__version__), **runtime_versions()},
         "files": {MODEL_FILE: _file_entry(files[MODEL_FILE])},
     }
-    if quantize == "int8":
-        files[INT8_FILE] = with_props(quantize_int8(files[MODEL_FILE]), props)
-        q_scores, _ = run_graph(files[INT8_FILE], X_val)
-        metrics["validation_int8"] = q_metrics = operating_metrics(q_scores, y_val, threshold)
-        meta["files"][INT8_FILE] = {
-            **_file_entry(files[INT8_FILE]),
-            "size_ratio": len(files[INT8_FILE]) / len(files[MODEL_FILE]),
+    for variant in variants:
+        name = QUANTIZED[variant]
+        if variant == "int8":
+            graph = quantize_int8(files[MODEL_FILE])
+        else:
+            graph = quantize_int8_static(files[MODEL_FILE], X_val)
+        files[name] = with_props(graph, props)
+        q_scores, _ = run_graph(files[name], X_val)
+        metrics[_metrics_key(variant)] = q_metrics = operating_metrics(q_scores, y_val, threshold)
+        meta["files"][name] = {
+            **_file_entry(files[name]),
+            "variant": variant,
+            "size_ratio": len(files[name]) / len(files[MODEL_FILE]),
             "auroc_change_points": _points(metrics["validation"], q_metrics),
             "max_abs_score_diff": float(np.max(np.abs(q_scores - scores))),
         }
@@ -149,6 +162,11 @@ def export(
         raise ValueError("exported graph's is_anomaly disagrees with score > threshold")
     _write(out, files, meta)
     return meta
+
+
+def _metrics_key(variant: str) -> str:
+    """metadata.json's metrics key for a quantised variant (int8's predates the others)."""
+    return "validation_" + variant.replace("-", "_")
 
 
 def _data(provenance: dict | None) -> dict:
@@ -168,7 +186,7 @@ def _points(before: dict, after: dict) -> float | None:
 def _write(out: str, files: dict[str, bytes], meta: dict) -> None:
     """Old metadata goes first, new metadata last: a reader never pairs old and new files."""
     base = out.rstrip("/")
-    for name in (METADATA_FILE, INT8_FILE):
+    for name in (METADATA_FILE, *QUANTIZED.values()):
         remove(f"{base}/{name}")
     for name, data in files.items():
         write_bytes_atomic(f"{base}/{name}", data)
@@ -180,7 +198,7 @@ def export_folder(
     out: str,
     *,
     target_fpr: float | None = None,
-    quantize: str | None = None,
+    quantize: str | Sequence[str] | None = None,
     validation: str | None = None,
 ) -> dict:
     """`ede export`: a model folder from `ede train` (or `ESAD.save` plus validation rows).
@@ -228,12 +246,14 @@ def summary_lines(meta: dict, out: str) -> list[str]:
             else ""
         ),
     ]
-    if INT8_FILE in meta["files"]:
-        q = meta["files"][INT8_FILE]
+    for variant, name in QUANTIZED.items():
+        if name not in meta["files"]:
+            continue
+        q = meta["files"][name]
         change = q["auroc_change_points"]
         lines.append(
-            f"{INT8_FILE}: {q['bytes'] / 1e3:.1f} kB = {100 * q['size_ratio']:.1f}% of fp32; "
-            f"validation AUROC {_fmt(meta['metrics']['validation_int8']['auroc'])} "
+            f"{name}: {q['bytes'] / 1e3:.1f} kB = {100 * q['size_ratio']:.1f}% of fp32; "
+            f"validation AUROC {_fmt(meta['metrics'][_metrics_key(variant)]['auroc'])} "
             f"({'n/a' if change is None else f'{change:+.2f}'} points)"
         )
     return lines

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ede.conditional_write import Conflict, read_versioned, write_if
-from ede.export.artifact import INT8_FILE, METADATA_FILE, MODEL_FILE, read_model
+from ede.export.artifact import METADATA_FILE, VARIANTS, read_model
 from ede.storage import (
     parse_json,
     read_bytes,
@@ -83,11 +83,11 @@ def publish(artifact_url: str, models_url: str, name: str, version: str, report:
     read_model(artifact_url)  # refuses an incomplete or tampered export before copying
     src, dst = artifact_url.rstrip("/"), f"{model_root(models_url, name)}/{version}"
     try:
-        for file in (MODEL_FILE, INT8_FILE):
+        for file in VARIANTS.values():
             try:
                 data = read_bytes(f"{src}/{file}")
             except FileNotFoundError:
-                continue  # the int8 graph exists only for a quantized export
+                continue  # a quantised graph exists only for an export that asked for it
             write_bytes_atomic(f"{dst}/{file}", data)
         write_json(f"{dst}/{REPORT}", report)
         write_bytes_atomic(f"{dst}/{METADATA_FILE}", read_bytes(f"{src}/{METADATA_FILE}"))
