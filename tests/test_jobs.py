@@ -168,6 +168,23 @@ def test_retrain_runs_its_training_as_a_ray_job(
     assert all(jobs_env not in text for text in [job.entrypoint, logs, *lines.lines])
 
 
+def test_the_jobs_address_is_used_as_given_whatever_ray_address_says(ray_head, monkeypatch):
+    """Ray's Jobs client prefers RAY_ADDRESS to the address it is given, and resolves a
+    HOST:PORT there through a GCS connection that it makes this process's Ray key-value
+    client: a flow joining the head (RAY_ADDRESS) would have left every later Ray call of
+    its process talking to that head, and failing once the head is gone."""
+    import ray.experimental.internal_kv as kv
+
+    before = kv.global_gcs_client  # None, or the session Ray's when a test started it
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.gcs)
+    monkeypatch.delenv(jobs.API_SERVER_ENV, raising=False)
+    jobs.client(ray_head.jobs).list_jobs()
+    assert kv.global_gcs_client is before
+    assert jobs.API_SERVER_ENV not in os.environ  # pinned for the construction only
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    assert isinstance(jobs.client(ray_head.jobs).list_jobs(), list)
+
+
 def test_a_failed_job_fails_with_its_last_error_line_and_masks_secrets(ray_head, tmp_path):
     """The job prints its secret (as a careless library might), then fails as ede fails:
     one line on stderr. The error carries that line; no line passed on shows the secret."""
@@ -215,11 +232,11 @@ def test_a_jobs_address_in_ray_address_is_named_not_joined(monkeypatch):
 
     from ede.distributed import cluster
 
-    assert not ray.is_initialized()
+    up = ray.is_initialized()  # the session's Ray, when an earlier test started it
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
     with pytest.raises(ValueError, match="RAY_ADDRESS=http://head:8265: that is a Ray Jobs"):
         cluster.connect()
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == up  # nothing joined, started or shut down
 
 
 def test_a_cancelled_flow_run_stops_its_job(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,13 +81,33 @@ class Job:
 
 
 def client(address: str):
-    """A Jobs API client; an unreachable head is one line naming the address."""
+    """A Jobs API client for `address`; an unreachable head is one line naming the address.
+
+    Ray's client lets `RAY_ADDRESS` override the address it is given, and resolves a
+    HOST:PORT there by opening a GCS connection that becomes this process's Ray key-value
+    client (Ray's `internal_kv`). A flow whose other steps join the cluster has exactly
+    that `RAY_ADDRESS`: its Ray calls would then go to that cluster for good, and fail
+    once it is gone. `RAY_API_SERVER_ADDRESS`, which Ray reads first, pins the address
+    for the construction (the only place Ray reads either).
+    """
     from ray.job_submission import JobSubmissionClient
 
-    try:
-        return JobSubmissionClient(address)
-    except Exception as exc:  # requests', aiohttp's and Ray's own types
-        raise ConnectionError(f"Ray Jobs API at {address}: {first_line(exc)}") from None
+    with _CLIENT_LOCK:
+        before = os.environ.get(API_SERVER_ENV)
+        os.environ[API_SERVER_ENV] = address
+        try:
+            return JobSubmissionClient(address)
+        except Exception as exc:  # requests', aiohttp's and Ray's own types
+            raise ConnectionError(f"Ray Jobs API at {address}: {first_line(exc)}") from None
+        finally:
+            if before is None:
+                del os.environ[API_SERVER_ENV]
+            else:
+                os.environ[API_SERVER_ENV] = before
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+_CLIENT_LOCK = threading.Lock()
 
 
 def _submit(job: Job, address: str, entrypoint, env: dict[str, str], log: Log, resources) -> None:
