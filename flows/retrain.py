@@ -62,9 +62,9 @@ promote = task(registry.promote, name="promote", cache_policy=NO_CACHE, **STORAG
 
 
 @task(name="search-and-train (Ray job)", cache_policy=NO_CACHE)
-def train_job(address: str, *args) -> tuple:
+def train_job(address: str, run: training_job.TrainingRun) -> tuple:
     """`ede.pipeline.training_job.run_as_job`, the job's logs in this run's log."""
-    return training_job.run_as_job(address, *args, log=get_run_logger().info)
+    return training_job.run_as_job(address, run, log=get_run_logger().info)
 
 
 report_page = task(write_report, name="report", cache_policy=NO_CACHE, **STORAGE_RETRIES)
@@ -133,7 +133,10 @@ def retrain(
         budget = Budget(seed=seed, batch_size=batch_size, epochs=epochs)
         args = (prepared, layout, budget)
         if address is not None:  # one Ray job: search and train, followed from here
-            outcome, trained = train_job(address, *args, trials, scaling, target_fpr, refit)
+            run = training_job.TrainingRun(
+                prepared.root, layout, budget, trials, scaling, target_fpr, refit
+            )
+            outcome, trained = train_job(address, run)
         else:
             outcome = search_weights(*args, trials, scaling) if trials else None
             trained = train(*args, scaling, target_fpr, outcome, refit)

@@ -9,6 +9,7 @@ the Ray version — and Kubernetes manifests are validated against Kubernetes' s
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import re
@@ -255,10 +256,16 @@ def test_the_flows_job_entrypoint_parses():
     from ede.pipeline.layout import RunLayout
     from ede.pipeline.settings import Budget
 
-    layout = RunLayout("s3://b", "v1")
-    argv = training_job.entrypoint(
-        "s3://b/prepared/k", layout, Budget(3, 64, 2), 4, Scaling(2, True, 0.5), 0.02, False
+    run = training_job.TrainingRun(
+        "s3://b/prepared/k",
+        RunLayout("s3://b", "v1"),
+        Budget(3, 64, 2),
+        4,
+        Scaling(2, True, 0.5),
+        0.02,
+        False,
     )
+    argv = run.argv()
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.prepared, args.storage, args.version) == (
         "train-run",
@@ -269,6 +276,15 @@ def test_the_flows_job_entrypoint_parses():
     assert (args.trials, args.seed, args.batch_size, args.epochs) == (4, 3, 64, 2)
     assert (args.workers, args.gpu, args.cpus_per_worker, args.target_fpr) == (2, True, 0.5, 0.02)
     assert args.no_refit
+    assert training_job.TrainingRun.from_args(args) == run  # the command line, parsed back
+    for changed in (
+        dataclasses.replace(run, refit=True),
+        dataclasses.replace(run, budget=Budget()),
+    ):
+        assert (
+            training_job.TrainingRun.from_args(build_parser().parse_args(changed.argv()[1:]))
+            == changed
+        )
 
 
 def _prefect(argv: list[str]) -> dict:

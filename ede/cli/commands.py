@@ -126,25 +126,15 @@ def cmd_tune(args) -> None:
 
 
 def cmd_train_run(args) -> None:
-    from ede.data.ingest import load_prepared
     from ede.pipeline import training_job
-    from ede.pipeline.layout import RunLayout
-    from ede.pipeline.settings import Budget
 
-    layout = RunLayout(args.storage.rstrip("/"), args.version)
-    outcome, trained = training_job.run_here(
-        load_prepared(args.prepared),
-        layout,
-        Budget(seed=args.seed, batch_size=args.batch_size, epochs=args.epochs),
-        args.trials,
-        _scaling(args),
-        args.target_fpr,
-        not args.no_refit,
-    )
+    run = training_job.TrainingRun.from_args(args)
+    outcome, trained = training_job.run_here(run)
     searched = f"best trial {outcome.best_trial}; " if outcome is not None else ""
     print(
         f"{searched}validation AUROC {trained.final_val_auroc:.4f}; threshold "
-        f"{trained.threshold:.6g}; model: {trained.out}; result: {training_job.result_url(layout)}"
+        f"{trained.threshold:.6g}; model: {trained.out}; "
+        f"result: {training_job.result_url(run.layout)}"
     )
 
 

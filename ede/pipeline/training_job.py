@@ -14,7 +14,7 @@ Every parameter is on the command line; credentials travel in the job's environm
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 from ede.distributed import cluster, jobs
@@ -24,7 +24,6 @@ from ede.pipeline.settings import Budget
 from ede.storage import read_bytes, read_json, write_json
 
 if TYPE_CHECKING:
-    from ede.data.ingest import PreparedSplits
     from ede.distributed.tuning_results import SearchSummary
 
 RESULT = "training-job.json"
@@ -40,75 +39,81 @@ def submission_id(layout: RunLayout) -> str:
     return f"ede-train-{layout.version}"
 
 
-def entrypoint(
-    prepared_root: str,
-    layout: RunLayout,
-    budget: Budget,
-    trials: int,
-    scaling: cluster.Scaling,
-    target_fpr: float,
-    refit: bool,
-) -> list[str]:
-    """The job's command: `ede train-run` with the run's parameters, nothing secret."""
-    argv = ["ede", COMMAND, "--prepared", prepared_root, "--storage", layout.storage]
-    argv += ["--version", layout.version, "--trials", str(trials), "--seed", str(budget.seed)]
-    argv += ["--target-fpr", repr(target_fpr), "--workers", str(scaling.workers)]
-    argv += ["--cpus-per-worker", repr(scaling.cpus_per_worker)]
-    if budget.epochs is not None:
-        argv += ["--epochs", str(budget.epochs)]
-    if budget.batch_size is not None:
-        argv += ["--batch-size", str(budget.batch_size)]
-    if scaling.use_gpu:
-        argv.append("--gpu")
-    if not refit:
-        argv.append("--no-refit")
-    return argv
+@dataclass(frozen=True)
+class TrainingRun:
+    """One retraining run's search and training: everything the job is told. The flow
+    builds it, `argv` puts it on the job's command line (nothing secret), and
+    `ede train-run` parses that line back into it (`from_args`)."""
+
+    prepared: str  # the prepared splits' folder (ingest's `PreparedSplits.root`)
+    layout: RunLayout
+    budget: Budget
+    trials: int
+    scaling: cluster.Scaling
+    target_fpr: float
+    refit: bool
+
+    def argv(self) -> list[str]:
+        """`ede train-run` with this run's parameters."""
+        budget, scaling = self.budget, self.scaling
+        argv = ["ede", COMMAND, "--prepared", self.prepared, "--storage", self.layout.storage]
+        argv += ["--version", self.layout.version, "--trials", str(self.trials)]
+        argv += ["--seed", str(budget.seed), "--target-fpr", repr(self.target_fpr)]
+        argv += ["--workers", str(scaling.workers)]
+        argv += ["--cpus-per-worker", repr(scaling.cpus_per_worker)]
+        if budget.epochs is not None:
+            argv += ["--epochs", str(budget.epochs)]
+        if budget.batch_size is not None:
+            argv += ["--batch-size", str(budget.batch_size)]
+        if scaling.use_gpu:
+            argv.append("--gpu")
+        if not self.refit:
+            argv.append("--no-refit")
+        return argv
+
+    @classmethod
+    def from_args(cls, args) -> TrainingRun:
+        """The run `argv` described, from `ede train-run`'s parsed arguments."""
+        return cls(
+            prepared=args.prepared,
+            layout=RunLayout(args.storage.rstrip("/"), args.version),
+            budget=Budget(seed=args.seed, batch_size=args.batch_size, epochs=args.epochs),
+            trials=args.trials,
+            scaling=cluster.Scaling(args.workers, args.gpu, args.cpus_per_worker),
+            target_fpr=args.target_fpr,
+            refit=not args.no_refit,
+        )
 
 
-def run_here(
-    prepared: PreparedSplits,
-    layout: RunLayout,
-    budget: Budget,
-    trials: int,
-    scaling: cluster.Scaling,
-    target_fpr: float,
-    refit: bool,
-) -> tuple[SearchSummary | None, steps.TrainedModel]:
+def run_here(run: TrainingRun) -> tuple[SearchSummary | None, steps.TrainedModel]:
     """The job's body: the flow's search and train steps on this job's Ray, result written."""
+    from ede.data.ingest import load_prepared
+
+    scaling, layout, budget = run.scaling, run.layout, run.budget
     scaling.check()
     cluster.connect(train_v2=scaling.workers > 1)  # in a Ray job, RAY_ADDRESS is its cluster
     scaling.check_cluster()
-    outcome = steps.search(prepared, layout, budget, trials, scaling) if trials else None
-    trained = steps.train(prepared, layout, budget, scaling, target_fpr, outcome, refit)
+    prepared = load_prepared(run.prepared)
+    outcome = steps.search(prepared, layout, budget, run.trials, scaling) if run.trials else None
+    trained = steps.train(prepared, layout, budget, scaling, run.target_fpr, outcome, run.refit)
     write_result(layout, outcome, trained)
     return outcome, trained
 
 
 def run_as_job(
-    address: str,
-    prepared: PreparedSplits,
-    layout: RunLayout,
-    budget: Budget,
-    trials: int,
-    scaling: cluster.Scaling,
-    target_fpr: float,
-    refit: bool,
-    *,
-    log: jobs.Log,
-    poll_s: float = 1.0,
+    address: str, run: TrainingRun, *, log: jobs.Log, poll_s: float = 1.0
 ) -> tuple[SearchSummary | None, steps.TrainedModel]:
     """`run_here` as a Ray job at `address`, followed to its end; its result, read back.
     The driver asks for no CPU: its steps hold the cluster's (`ede.pipeline.steps`)."""
-    argv = entrypoint(prepared.root, layout, budget, trials, scaling, target_fpr, refit)
     jobs.run(
         address,
-        argv,
-        submission_id=submission_id(layout),
+        run.argv(),
+        submission_id=submission_id(run.layout),
         log=log,
         poll_s=poll_s,
         entrypoint_num_cpus=0,
     )
-    return read_result(layout)
+    return read_result(run.layout)
 
 
 def write_result(
