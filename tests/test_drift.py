@@ -194,3 +194,39 @@ def test_the_history_keeps_the_last_runs_in_order(tmp_path):
     (tmp_path / history.HISTORY_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="_ede-drift.json: not valid JSON"):
         history.read(str(tmp_path))
+
+
+def test_a_run_whose_history_write_fails_leaves_its_drift_to_its_retry(
+    artifact, tmp_path, monkeypatch
+):
+    """The outputs are committed, then the history write fails (storage gone): the
+    retry finds every file done, yet the run's drift reaches the history, once."""
+    import json
+
+    from ede.scoring import history
+    from ede.scoring.record import PENDING, RECORD_FILE
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        _frame(1500, seed=10 + i).drop(columns="label").to_parquet(folder / f"p{i}.parquet")
+    out = tmp_path / "out"
+    append = history.append
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("endpoint unreachable")
+
+    monkeypatch.setattr(history, "append", unreachable)
+    with pytest.raises(ConnectionError):
+        score(str(artifact), str(folder), str(out))
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["p0.parquet", "p1.parquet"]
+    assert history.read(str(out)) == []
+    monkeypatch.setattr(history, "append", append)
+    retry = score(str(artifact), str(folder), str(out))
+    assert (retry.files, retry.skipped, retry.rows) == (0, 2, 0)
+    (run,) = history.read(str(out))
+    assert run["rows"] == 3000 and set(run["files"]) == {"p0.parquet", "p1.parquet"}
+    assert retry.history == [run]
+    assert not json.loads((out / RECORD_FILE).read_text()).get(PENDING)
+    score(str(artifact), str(folder), str(out))  # nothing pending, nothing scored
+    assert history.read(str(out)) == [run]

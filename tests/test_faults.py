@@ -224,11 +224,11 @@ def test_score_flow_survives_an_s3_outage_mid_run(
 
     real_after = Record.after_commit
 
-    def after_commit(self, name, source, rows):
+    def after_commit(self, name, source, rows, **drift):
         once = name == "t0.parquet" and not stoppable_s3.threads
         if once and moment == "moved":
             stoppable_s3.outage(4.0)  # down before this entry is written
-        real_after(self, name, source, rows)
+        real_after(self, name, source, rows, **drift)
         if once and moment == "recorded":  # longer than pyarrow's own retries
             stoppable_s3.outage(8.0)  # down while t1 streams
 

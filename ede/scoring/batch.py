@@ -36,7 +36,8 @@ Why it is built this way:
   them, per output file and overall, with score quantiles and the share above the
   threshold (`ede.scoring.drift`): how far this data moved from what the model was
   calibrated on. A run that scored rows appends it to `<output>/_ede-drift.json`, the
-  prefix's last runs (`ede.scoring.history`), once every output is committed.
+  prefix's last runs (`ede.scoring.history`), by way of its record: the entry is
+  written with the last output's record entry, so a failure after that loses nothing.
 - Pass-through: by default every input column the model does not use (ids,
   timestamps, the label) is copied beside `score` and `is_anomaly`, so an output
   row stands alone; `id_columns` picks them explicitly and the rest is ignored.
@@ -204,6 +205,38 @@ def plan(
     return fs_out, jobs, skipped, record
 
 
+class _DriftWithLastFile:
+    """The record, told of each commit; the last one carries the run's history entry, so
+    that a run is done and its drift is due in one write (`ede.scoring.record`)."""
+
+    def __init__(self, record: Record, files: int, drift: ScoreDrift | None, model, input: str):
+        self.record, self.left, self.drift = record, files, drift
+        self.model, self.input = model, input
+
+    def before_commit(self, name: str) -> None:
+        self.record.before_commit(name)
+
+    def after_commit(self, name: str, source: str, rows: int) -> None:
+        self.left -= 1
+        entry = None
+        if self.left == 0 and self.drift is not None:  # every batch is counted by now
+            summary = self.drift.summary()
+            if summary["rows"]:
+                entry = drift_history.entry(summary, self.model, self.input)
+        self.record.after_commit(name, source, rows, drift=entry)
+
+
+def settle_drift(output: str, record: Record) -> list | None:
+    """Move the finished runs' entries from the record to the history; the history then,
+    or None when there was nothing to move."""
+    pending = record.pending_drift()
+    if not pending:
+        return None
+    runs = drift_history.append(output, *pending)
+    record.drift_settled([e["id"] for e in pending])
+    return runs
+
+
 class TerminalProgress:
     """A one-line progress display, redrawn at most every half second."""
 
@@ -273,13 +306,12 @@ def score(
     if progress is None and sys.stderr.isatty() and jobs:
         progress = TerminalProgress(jobs)
     drift = ScoreDrift.for_edges(meta.get("reference", {}).get("score_edges", []))
+    ledger = _DriftWithLastFile(record, len(jobs), drift, named, input)
     rows, anomalies = run_jobs(
-        afs_in, fs_out, jobs, sess, spec, batch_size, progress, record, drift
+        afs_in, fs_out, jobs, sess, spec, batch_size, progress, ledger, drift
     )
     drifted = drift and drift.summary()
-    runs = None
-    if drifted and drifted["rows"]:  # every output committed: the run joins the history
-        runs = drift_history.append(output, drift_history.entry(drifted, named, input))
+    runs = settle_drift(output, record)  # this run's entry, and any a failed run left
     for line in notes:  # after the run: a failed run says one line, its error
         (warn or (lambda text: print(f"ede score: note: {text}", file=sys.stderr)))(line)
     seconds = time.perf_counter() - start

@@ -11,9 +11,11 @@ score flow's per-model sub-prefixes, a promotion starts a new history, whose fir
 point is the new champion against its own validation scores.
 
     {"format": "ede.drift/1",
-     "runs": [{"at", "time", "model": {...}, "input", "value", "threshold", "drifted",
+     "runs": [{"id", "at", "time", "model": {...}, "input", "value", "threshold", "drifted",
                "rows", "above_threshold", "quantiles", "bin_shares", "files": {...}}]}
 
+A run's entry reaches the history through its scoring record (`ede.scoring.record`,
+`pending_drift`), so a failure after its last output is committed does not lose it.
 Bounded: the last `KEEP` runs, oldest first. Concurrent runs append by
 compare-and-swap (`ede.conditional_write.update`), so none loses another's entry;
 the object is replaced whole, so a reader sees the old history or the new one.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 from ede.conditional_write import read_versioned, update
@@ -38,21 +41,27 @@ def history_url(output_url: str) -> str:
 
 
 def entry(drift: dict[str, Any], model: dict[str, Any], input_url: str) -> dict[str, Any]:
-    """One run's line in the history: when, which model, which input, its drift."""
+    """One run's line in the history: its id, when, which model, which input, its drift."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-    return {"at": now, "time": stamp, "model": model, "input": shown_url(input_url), **drift}
+    run = {"id": uuid.uuid4().hex, "at": now, "time": stamp, "model": model}
+    return {**run, "input": shown_url(input_url), **drift}
 
 
-def append(output_url: str, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """Add `run` (an `entry`) to the prefix's history; the last `KEEP` runs, with it."""
+def append(output_url: str, *runs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add `runs` (`entry`s) to the prefix's history, each once (by its id: a run's entry
+    may be moved here by another run too); the last `KEEP` runs, with them."""
     url = history_url(output_url)
     kept: list[dict[str, Any]] = []
 
-    def change(data: bytes | None) -> bytes:
-        runs = (_parse(url, data) + [run])[-KEEP:]
-        kept[:] = runs
-        return json.dumps({"format": FORMAT, "runs": runs}, indent=1).encode()
+    def change(data: bytes | None) -> bytes | None:
+        have = _parse(url, data)
+        ids = {r.get("id") for r in have}
+        new = [r for r in runs if r.get("id") is None or r["id"] not in ids]
+        kept[:] = (have + new)[-KEEP:]
+        if not new:
+            return None
+        return json.dumps({"format": FORMAT, "runs": kept}, indent=1).encode()
 
     update(url, change)
     return kept

@@ -4,7 +4,8 @@ Underscored, so Parquet readers (pyarrow, Spark) skip it like the temporaries. I
 
     {"format": "ede.scored/1",
      "model": {"url", "sha256", "variant"},           # the model this prefix is scored with
-     "files": {"<stem>.parquet": {"input", "rows", "model": {...}, "scored_at"}}}
+     "files": {"<stem>.parquet": {"input", "rows", "model": {...}, "scored_at"}},
+     "pending_drift": {"<run id>": {...}}}            # ede.scoring.history, in transit
 
 - One model per prefix: a run whose model (sha256 of the variant's graph, and the
   variant) is not the recorded one is refused before it writes anything, unless
@@ -21,6 +22,11 @@ Underscored, so Parquet readers (pyarrow, Spark) skip it like the temporaries. I
   scores the unlisted ones again (`ede.scoring.batch.plan`). A crash, or a storage
   outage, between an output's move and its entry would otherwise leave that file
   unrecorded for good, since every retry would skip it.
+- A run's drift is never lost: its history entry is written with its last file's entry,
+  in the same compare-and-swap, and moved to the history after (`settle_drift` in
+  `ede.scoring.batch`, which every run calls). A run that dies in between, or whose
+  history write fails, leaves the entry here, and the next run on the prefix (its
+  retry, which finds every file done) moves it.
 - Concurrent scorers: every change is a compare-and-swap (`ede.conditional_write`),
   re-read and re-applied on a conflict, so no writer loses another's entries.
 """
@@ -38,6 +44,7 @@ from ede.storage import absolute, parse_json, shown_url
 
 RECORD_FILE = "_ede-scored.json"
 FORMAT = "ede.scored/1"
+PENDING = "pending_drift"  # run id: its history entry, until it is in the history
 
 
 class MixedModels(ValueError):
@@ -110,8 +117,12 @@ class Record:
 
         self._update(change)
 
-    def after_commit(self, name: str, source: str, rows: int) -> None:
-        """`name` is in place: record where it came from, its rows and its model."""
+    def after_commit(
+        self, name: str, source: str, rows: int, drift: dict[str, Any] | None = None
+    ) -> None:
+        """`name` is in place: record where it came from, its rows and its model. `drift`:
+        the run's history entry (`ede.scoring.history`), given with the run's last file,
+        so that the run is done and its entry is due in one write (`pending_drift`)."""
         entry = {
             "input": shown_url(source),
             "rows": rows,
@@ -122,6 +133,24 @@ class Record:
         def change(record: dict[str, Any] | None) -> dict[str, Any]:
             record = record or {**_empty(), "model": self.model}
             record["files"][name] = entry
+            if drift is not None:
+                record.setdefault(PENDING, {})[drift["id"]] = drift
+            return record
+
+        self._update(change)
+
+    def pending_drift(self) -> list[dict[str, Any]]:
+        """History entries of runs that finished but whose entry is not yet in the history."""
+        record = self.read() or {}
+        return sorted((record.get(PENDING) or {}).values(), key=lambda e: e.get("at", 0.0))
+
+    def drift_settled(self, ids: list[str]) -> None:
+        def change(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            pending = (record or {}).get(PENDING) or {}
+            if not any(i in pending for i in ids):
+                return None
+            for i in ids:
+                pending.pop(i, None)
             return record
 
         self._update(change)
