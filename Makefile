@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install test lint demo serve bench-odds bench-pipeline-odds bench-pipeline bench-digits clean
+.PHONY: install test lint demo serve bench-odds bench-pipeline-odds bench-pipeline bench-digits bench-images clean
 
 install: $(STAMP)
 
@@ -57,6 +57,9 @@ bench-pipeline: $(STAMP)
 
 bench-digits: $(STAMP)
 	$(VENV)/bin/ede bench digits --json bench-digits.json
+
+bench-images: $(STAMP)
+	$(VENV)/bin/ede bench images --json bench-images.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -174,6 +174,7 @@ def cmd_score(args) -> None:
 BENCHES = {
     "odds": ("ede.bench.odds", "run_odds", "markdown", "ede.reporting.bench"),
     "digits": ("ede.bench.digits", "run_digits", "markdown", None),
+    "images": ("ede.bench.images", "run_images", "markdown", None),
     "score": ("ede.bench.scoring", "run", "markdown", None),
     "train": ("ede.bench.train", "run", "markdown", None),
 }

@@ -234,7 +234,7 @@ def _score(sub) -> None:
 def _bench(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks, side by side in one process")
     benches = bench.add_subparsers(dest="bench", required=True)
-    for add in (_bench_odds, _bench_digits, _bench_score, _bench_train):
+    for add in (_bench_odds, _bench_digits, _bench_images, _bench_score, _bench_train):
         add(benches)
 
 
@@ -260,6 +260,24 @@ def _bench_digits(sub) -> None:
     )
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--gamma-l", type=float, default=0.05)
+    report(p, TORCH_THREADS)
+
+
+def _bench_images(sub) -> None:
+    """Each digit as the normal class of a 28x28 task (scikit-learn's digits, deformed
+    onto 28x28: ede.bench.image_data), the others anomalies, gamma_l of the training set
+    labelled; ESAD on the images, DeepOD's DeepSAD and IsolationForest on them flattened.
+    Prints AUROC and fit seconds per task and method, and the means.
+    """
+    p = command(sub, _bench_images, help="conv ESAD vs peers on 28x28 one-vs-rest digit tasks")
+    p.add_argument(
+        "--tasks", type=comma_list, default=None, help="normal digits, comma list (default: 0-9)"
+    )
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--gamma-l", type=float, default=0.05, help="share of labelled anomalies")
+    p.add_argument("--methods", type=comma_list, default=None, help="comma list (default: all)")
+    p.add_argument("--n-normal", type=int, default=None, help="normal images per task (8000)")
+    p.add_argument("--n-anomaly", type=int, default=None, help="anomalies per task (2000)")
     report(p, TORCH_THREADS)
 
 
