@@ -10,6 +10,7 @@ def test_peaks_are_positive_and_shaped(monkeypatch):
     monkeypatch.setattr(roofline, "BUDGET_S", 0.02)  # correctness here, not speed
     monkeypatch.setattr(roofline, "MAX_SIDE", 256)
     monkeypatch.setattr(roofline, "MLP_SHAPE", (256, 128, 128))
+    threads = torch.get_num_threads()
     p = roofline.peaks(threads=1)
     names = {"fp32_gemm", "fp32_gemm_mlp_shape", "bf16_gemm_autocast"}
     names |= {"int8_gemm_onnxruntime", "int8_gemm_torch"}
@@ -23,7 +24,7 @@ def test_peaks_are_positive_and_shaped(monkeypatch):
     share = roofline.shares(2.0, p)["vs_fp32_gemm"]
     assert abs(share - 2.0 / p["kernels"]["fp32_gemm"]["gflops"]) < 1e-12
     assert set(p["cpu_features"]) <= cpu_flags()
-    assert torch.get_num_threads() >= 1
+    assert torch.get_num_threads() == threads  # the caller's setting, restored
 
 
 def test_best_of_keeps_the_faster_measurement_per_kernel():

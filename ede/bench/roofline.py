@@ -184,6 +184,15 @@ def shares(gflops: float, p: dict) -> dict:
     return {f"vs_{name}": gflops / v["gflops"] for name, v in p["kernels"].items()}
 
 
+def limits_table(p: dict) -> list[str]:
+    """The markdown table of `peaks()`' kernels, as every benchmark report prints it."""
+    rows = [
+        f"| {name} | {'x'.join(map(str, v['shape']))} | {v['gflops']:.1f} |"
+        for name, v in p["kernels"].items()
+    ]
+    return ["| limit (this run, same core) | shape | GFLOP/s |", "|---|---|---|", *rows]
+
+
 def best_of(a: dict, b: dict) -> dict:
     """Two `peaks()` of one run merged kernel by kernel, the faster kept: a load burst
     during one measurement must not lower the limit engines are judged against."""

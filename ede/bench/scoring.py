@@ -54,6 +54,7 @@ from ede.export.artifact import (
     INPUT_NAME,
     MODEL_FILE,
     QUANTIZED,
+    VARIANTS,
     read_model,
     session,
 )
@@ -74,8 +75,8 @@ TARGETS = {
     "quantised_auroc_drop_points_max": 0.2,
     "end_to_end_vs_read": 0.7,
 }
-GRAPHS = {"onnxruntime_fp32": "fp32", "onnxruntime_int8": "int8"}
-GRAPHS["onnxruntime_int8_static"] = "int8-static"
+# every exported graph, by engine name: onnxruntime_fp32, _int8, _int8_static
+GRAPHS = {f"onnxruntime_{v.replace('-', '_')}": v for v in VARIANTS}
 
 
 def make_table(rows: int, seed: int = 0, part: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -343,12 +344,7 @@ def markdown(report: dict) -> str:
         f" on {c['cpu_count']} CPUs; clock: {c['clock']}; CPU {p['cpu_capability']}, flags "
         f"{' '.join(p['cpu_features']) or 'n/a'}",
         "",
-        "| limit (this run, same core) | shape | GFLOP/s |",
-        "|---|---|---|",
-        *(
-            f"| {name} | {'x'.join(map(str, v['shape']))} | {v['gflops']:.1f} |"
-            for name, v in p["kernels"].items()
-        ),
+        *roofline.limits_table(p),
         "",
         "| engine | rows/s | GFLOP/s | vs fp32 GEMM peak | vs int8 GEMM | AUROC |",
         "|---|---|---|---|---|---|",

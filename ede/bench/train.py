@@ -150,12 +150,7 @@ def markdown(report: dict) -> str:
         )
         + f"; load average {report['load_average_1min']:.2f}",
         "",
-        "| limit (this run, same core) | shape | GFLOP/s |",
-        "|---|---|---|",
-        *(
-            f"| {name} | {'x'.join(map(str, v['shape']))} | {v['gflops']:.1f} |"
-            for name, v in report["peaks"]["kernels"].items()
-        ),
+        *roofline.limits_table(report["peaks"]),
         "",
         "| run | epoch s | ratio to (a) | run wall s | final val AUROC |",
         "|---|---|---|---|---|",
