@@ -179,3 +179,26 @@ def test_bench_odds_bad_arguments(tmp_path, capsys, extra, match):
     assert main(args + extra) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_train_times_both_precisions_for_tables_and_images(tmp_path, capsys):
+    """fp32 and bf16 side by side, in process, for the tabular and the image defaults;
+    an image run trains the conv net over its step budget (here a short one)."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(600, 5)), rng.normal(3, 1, size=(80, 5))])
+    np.savez(tmp_path / "toy.npz", X=X, y=np.r_[np.zeros(600), np.ones(80)])
+    out = tmp_path / "train.json"
+    args = ["bench", "train", "--data-dir", str(tmp_path), "--dataset", "toy", "--no-ray"]
+    args += ["--epochs", "4", "--image-normals", "120", "--image-max-steps", "6"]
+    assert main([*args, "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert {r["precision"] for r in got["runs"].values()} == {"fp32", "bf16"}
+    images = got["images"]
+    assert images["config"]["net"]["input_shape"] == [1, 28, 28]
+    assert images["config"]["train"]["max_steps"] == 6
+    for run in images["runs"].values():
+        assert run["epochs"] == 6  # fewer fit images than a batch: one step an epoch
+        assert run["epoch_s_median"] > 0 and 0.0 <= run["final_val_auroc"] <= 1.0
+    assert images["bf16_vs_fp32"]["epoch_time_ratio"] > 0
+    shown = capsys.readouterr().out
+    assert "image defaults on digit 0" in shown and "images: bf16 vs fp32" in shown

@@ -136,6 +136,38 @@ def test_images_fit_and_score():
         det.decision_function(np.zeros((2, 1, 28, 28), dtype=np.float32))
 
 
+def test_images_train_channels_last_and_leave_in_the_default_layout():
+    """The conv net trains channels-last (faster convolutions) and comes back in the
+    default layout, so saving, scoring and export see what they always saw."""
+    from dataclasses import asdict
+
+    import torch
+
+    from ede.core.training import ArrayShard, LocalRuntime, train_loop
+
+    seen = []
+
+    class Spy(LocalRuntime):
+        def prepare_model(self, model):
+            seen.extend(
+                p.is_contiguous(memory_format=torch.channels_last)
+                for p in model.parameters()
+                if p.dim() == 4 and p.shape[1] > 1  # one channel: both layouts agree
+            )
+            return super().prepare_model(model)
+
+    det = ESAD(seed=0, epochs=2, min_steps=None, batch_size=16)
+    X = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    config = {
+        "net": asdict(det.net_config((1, 8, 8))),
+        "train": asdict(det.train_config(image=True)),
+        "data": ArrayShard(X, np.zeros(40, dtype=np.int64)),
+    }
+    net = train_loop(config, Spy())
+    assert seen and all(seen)
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

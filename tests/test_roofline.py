@@ -38,4 +38,4 @@ def test_auto_precision_follows_the_hardware():
     cpu = torch.device("cpu")
     assert resolve("fp32", cpu) == "fp32" and resolve("bf16", cpu) == "bf16"
     assert resolve("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
-    assert native_bf16(cpu) == bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    assert native_bf16(cpu) == ("amx_bf16" in cpu_flags())  # AVX512-BF16 alone: slower

@@ -2,7 +2,10 @@
 
 Runs of the same training (same split, scaler, global batch, seed, epochs):
 (a) `train_loop` in this process in fp32, (a') the same in bf16 autocast (`precision`),
-(b) TorchTrainer with 1 worker, (c) with 2 workers (both fp32; `ray=False` skips them).
+(b) TorchTrainer with 1 worker, (c) with 2 workers (both fp32; `ray=False` skips them);
+then (a) and (a') for the image defaults (the conv net over its whole `image_max_steps`
+budget) on one 28x28 task of `ede bench images` (`images=False` skips them), so the
+precision default is judged on both kinds of model.
 Each epoch is stamped when it reports; the per-epoch time is the median gap after
 `warmup` epochs, so Ray's start-up and teardown are counted apart. (a) and (a') run
 alternately, epoch by epoch in `ROUNDS` repetitions, so a load burst on the shared
@@ -27,11 +30,13 @@ import pandas as pd
 import torch
 
 from ede.bench import roofline
+from ede.bench.image_data import one_vs_rest
+from ede.bench.images import N_ANOMALY, N_NORMAL
 from ede.bench.odds import load_npz
-from ede.core.estimator import ESAD
+from ede.core.estimator import ESAD, SCALERS
 from ede.core.precision import resolve
 from ede.core.training import ArrayShard, LocalRuntime, train_loop
-from ede.data.protocol import semi_supervised_split
+from ede.data.protocol import semi_supervised_split, validation_split
 from ede.data.tables import write_table
 
 
@@ -62,6 +67,9 @@ def run(
     epochs: int = 6,
     warmup: int = 2,
     ray: bool = True,
+    images: bool = True,
+    image_normals: int = N_NORMAL,
+    image_max_steps: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     from ede.distributed import cluster
@@ -95,17 +103,13 @@ def run(
         keep = np.setdiff1d(np.arange(len(split.y_train)), data.val_rows)
         Xs = data.scaler.transform(split.X_train[keep])
         local = {**config, "data": ArrayShard(Xs, split.y_train[keep])}
-        for r in range(ROUNDS):
-            for key, precision in (("a_in_process", "fp32"), ("a_in_process_bf16", "bf16")):
-                log(f"({key}) in-process, {precision}, {epochs} epochs, round {r + 1}")
-                run_config = {**local, "train": {**local["train"], "precision": precision}}
-                runtime = _StampedRuntime()
-                start = time.perf_counter()
-                train_loop(run_config, runtime)
-                got = _summary(runtime.history, warmup, time.perf_counter() - start)
-                best = report["runs"].get(key)
-                if best is None or got["epoch_s_median"] < best["epoch_s_median"]:
-                    report["runs"][key] = {**got, "precision": precision}
+        report["runs"] = _precisions(local, warmup, ROUNDS, log)
+        if images:
+            anomalies = max(10, image_normals * N_ANOMALY // N_NORMAL)  # the bench's share
+            steps = {} if image_max_steps is None else {"image_max_steps": image_max_steps}
+            report["images"] = image_precision(
+                n_normal=image_normals, n_anomaly=anomalies, log=log, **steps
+            )
         if not ray:
             report["ray_startup_s"] = None
             return _finish(report, det, data)
@@ -122,6 +126,66 @@ def run(
 
 
 ROUNDS = 2  # repetitions of the fp32/bf16 pair; the best of each counts
+IMAGE_ROUNDS = 1  # an image run is the whole budget (tens of seconds): one pair
+IMAGE_TASK = 0  # the normal digit of the image task (the defaults were chosen on 1, 4, 7)
+
+
+def _precisions(config: dict, warmup: int, rounds: int, log) -> dict:
+    """(a) fp32 and (a') bf16 runs of `config`, alternating, the best repetition of each."""
+    runs: dict = {}
+    for r in range(rounds):
+        for key, precision in (("a_in_process", "fp32"), ("a_in_process_bf16", "bf16")):
+            log(f"({key}) in-process, {precision}, round {r + 1}")
+            run_config = {**config, "train": {**config["train"], "precision": precision}}
+            runtime = _StampedRuntime()
+            start = time.perf_counter()
+            train_loop(run_config, runtime)
+            got = _summary(runtime.history, warmup, time.perf_counter() - start)
+            best = runs.get(key)
+            if best is None or got["epoch_s_median"] < best["epoch_s_median"]:
+                runs[key] = {**got, "precision": precision, "epochs": len(runtime.history)}
+    return runs
+
+
+def image_precision(
+    *,
+    n_normal: int = N_NORMAL,
+    n_anomaly: int = N_ANOMALY,
+    image_max_steps: int | None = ESAD().image_max_steps,
+    warmup: int = 2,
+    log=print,
+) -> dict:
+    """fp32 against bf16 for the image defaults: `ESAD(seed=0)`'s conv net and image
+    budget (`image_max_steps`: another budget, for quick checks) on the 28x28 task of
+    digit IMAGE_TASK, validation carved from its training set as `ede tune` carves it
+    (the test images are never scored)."""
+    X, y = one_vs_rest(IMAGE_TASK, n_normal, n_anomaly, seed=0)
+    split = semi_supervised_split(X, y, seed=0)
+    X_fit, y_fit, X_val, y_val = validation_split(split.X_train, split.y_train, seed=0)
+    det = ESAD(seed=0, image_max_steps=image_max_steps)
+    scaler = SCALERS[det.scaling]().fit(X_fit)
+    config = {
+        "net": asdict(det.net_config(X.shape[1:])),
+        "train": asdict(det.train_config(image=True)),
+        "data": ArrayShard(scaler.transform(X_fit), y_fit),
+        "validation": (scaler.transform(X_val), y_val),
+    }
+    runs = _precisions(config, warmup, IMAGE_ROUNDS, log)
+    return {
+        "task": f"digit {IMAGE_TASK}",
+        "fit_images": len(y_fit),
+        "config": {"net": config["net"], "train": config["train"]},
+        "runs": runs,
+        "bf16_vs_fp32": _bf16_vs_fp32(runs),
+    }
+
+
+def _bf16_vs_fp32(runs: dict) -> dict:
+    fp32, bf16 = runs["a_in_process"], runs["a_in_process_bf16"]
+    return {
+        "epoch_time_ratio": bf16["epoch_s_median"] / fp32["epoch_s_median"],
+        "val_auroc_change_points": 100 * (bf16["final_val_auroc"] - fp32["final_val_auroc"]),
+    }
 
 
 def _finish(report: dict, det: ESAD, data) -> dict:
@@ -129,11 +193,7 @@ def _finish(report: dict, det: ESAD, data) -> dict:
     base = runs["a_in_process"]["epoch_s_median"]
     for run_ in runs.values():
         run_["ratio_to_a"] = run_["epoch_s_median"] / base
-    report["bf16_vs_fp32"] = {
-        "epoch_time_ratio": runs["a_in_process_bf16"]["epoch_s_median"] / base,
-        "val_auroc_change_points": 100
-        * (runs["a_in_process_bf16"]["final_val_auroc"] - runs["a_in_process"]["final_val_auroc"]),
-    }
+    report["bf16_vs_fp32"] = _bf16_vs_fp32(runs)
     report["config"] = {"train": asdict(det.train_config()), "fit_rows": data.fit_rows}
     report["load_average_1min"] = os.getloadavg()[0]
     return report
@@ -160,11 +220,31 @@ def markdown(report: dict) -> str:
             f"| {key} | {r['epoch_s_median']:.3f} | {r['ratio_to_a']:.2f} | "
             f"{r['wall_s']:.1f} | {r['final_val_auroc']:.4f} |"
         )
-    b = report["bf16_vs_fp32"]
-    lines += [
-        "",
-        f"bf16 vs fp32 in-process: epoch time x{b['epoch_time_ratio']:.2f}, final val AUROC "
-        f"{b['val_auroc_change_points']:+.2f} points (native bf16 on this CPU: "
-        f"{'yes' if report['bf16_native'] else 'no'})",
-    ]
+    lines += ["", _bf16_line("bf16 vs fp32 in-process", report["bf16_vs_fp32"], report)]
+    if "images" in report:
+        im = report["images"]
+        lines += [
+            "",
+            f"image defaults on {im['task']} ({im['fit_images']} fit images, 28x28, "
+            f"{im['runs']['a_in_process']['epochs']} epochs: the whole image budget)",
+            "",
+            "| run | epoch s | run wall s | final val AUROC |",
+            "|---|---|---|---|",
+            *[
+                f"| {key} | {r['epoch_s_median']:.3f} | {r['wall_s']:.1f} | "
+                f"{r['final_val_auroc']:.4f} |"
+                for key, r in im["runs"].items()
+            ],
+            "",
+            _bf16_line("images: bf16 vs fp32", im["bf16_vs_fp32"], report),
+        ]
     return "\n".join(lines)
+
+
+def _bf16_line(label: str, b: dict, report: dict) -> str:
+    native = "yes" if report["bf16_native"] else "no"
+    return (
+        f"{label}: epoch time x{b['epoch_time_ratio']:.2f}, final val AUROC "
+        f"{b['val_auroc_change_points']:+.2f} points (precision='auto' picks bf16 on this "
+        f"CPU: {native})"
+    )

@@ -306,7 +306,8 @@ def _bench_train(sub) -> None:
     """On shuttle (or --dataset): per-epoch wall time after warm-up of the in-process
     loop in fp32 and in bf16 autocast, TorchTrainer with 1 worker and with 2 workers
     (same global batch), as ratios to the fp32 in-process loop; the core's fp32, bf16
-    and int8 GEMM limits; Ray start-up seconds; final validation AUROC.
+    and int8 GEMM limits; Ray start-up seconds; final validation AUROC. Then fp32 and
+    bf16 for the image defaults (the conv net, its whole step budget) on a 28x28 task.
     """
     p = command(
         sub,
@@ -323,5 +324,21 @@ def _bench_train(sub) -> None:
         action="store_false",
         default=None,
         help="only the in-process fp32 and bf16 runs",
+    )
+    p.add_argument(
+        "--no-images",
+        dest="images",
+        action="store_false",
+        default=None,
+        help="skip fp32 vs bf16 for the image defaults on a 28x28 task",
+    )
+    p.add_argument(
+        "--image-normals", type=int, default=None, help="normal images of that task (8000)"
+    )
+    p.add_argument(
+        "--image-max-steps",
+        type=int,
+        default=None,
+        help="steps of each image run (default: the image defaults' budget)",
     )
     report(p, "torch threads per process (1)")

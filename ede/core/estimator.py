@@ -71,9 +71,9 @@ class ESAD(BaseEstimator):
 
     `precision`: the training step's arithmetic (`ede.core.precision`): "fp32", "bf16"
     (autocast, fp32 master weights and loss terms) or "auto" (bf16 on CUDA and on CPUs
-    with native bf16, else fp32). Scoring and the exported graph are fp32 whatever it
-    is. The default stays fp32: `ede bench train` measured bf16 slower on a CPU without
-    native bf16, and no CPU with it was at hand to show a gain (README).
+    with AMX, else fp32). Scoring and the exported graph are fp32 whatever it is. The
+    default stays fp32: `ede bench train` measured bf16 epochs about 2x as long as fp32's
+    on CPUs without AMX (AVX512-BF16 or AVX2), and no AMX or GPU was at hand (README).
     """
 
     def __init__(

@@ -104,9 +104,10 @@ INFERENCE_ROWS = 512  # rows per onnxruntime call (see infer)
 
 def infer(sess, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Score in slices of INFERENCE_ROWS: the default MLP's widest activations for 512 rows
-    (512 x 128 floats, 256 kB) stay in a core's 512 kB L2, and side by side on one
-    thread 512-row slices ran at 0.89 of the fp32 GEMM peak, 4096-row ones at 0.62 and
-    64k-row ones at 0.45 (benchmarks/ort_session_options.py)."""
+    (512 x 128 floats, 256 kB) stay in a core's L2. Side by side on one thread
+    (benchmarks/ort_session_options.py), 512-row slices ran at 0.89 of the fp32 GEMM
+    peak against 0.62 at 4096 rows on an AVX2 CPU with a 512 kB L2, and 512 to 2,048
+    rows were the best (0.56-0.57 against 0.51) on an AVX-512 Xeon with a 2 MB L2."""
     if len(X) <= INFERENCE_ROWS:
         return sess.run(list(OUTPUT_NAMES), {INPUT_NAME: X})
     parts = [
