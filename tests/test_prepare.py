@@ -171,6 +171,25 @@ def test_row_groups_follow_the_rule_and_the_scaler_is_recorded(tmp_path):
     assert load_prepared(p.root).to_dict() == p.to_dict()
 
 
+def _dictionary_encoded(url: str) -> dict[str, bool]:
+    """Per column of a Parquet file: does its first row group carry a dictionary page?"""
+    group = pq.ParquetFile(url).metadata.row_group(0)
+    columns = (group.column(j) for j in range(group.num_columns))
+    return {c.path_in_schema: c.has_dictionary_page for c in columns}
+
+
+def test_splits_store_float_features_without_a_dictionary(tmp_path):
+    """A dictionary on float features only fills, falls back and costs time and bytes
+    (ede.data.parquet_encoding); the label keeps one. pyarrow's default gives all one."""
+    frame = _sorted_frame(n=30000)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    assert all(_dictionary_encoded(str(tmp_path / "t.parquet")).values())  # the default
+    p = prepare_splits(str(tmp_path / "t.parquet"), str(tmp_path / "s"), SplitSettings())
+    expected = {"a": False, "b": False, "c": False, "d": False, "label": True}
+    assert _dictionary_encoded(p.train_url) == expected
+    assert _dictionary_encoded(p.test_url) == expected
+
+
 def test_csv_and_parquet_give_the_same_files(tmp_path):
     frame = _frame()
     frame.to_parquet(tmp_path / "t.parquet", index=False)

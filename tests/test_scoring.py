@@ -95,6 +95,10 @@ def test_scores_files_folder_and_csv_with_ids_passed_through(model, tmp_path, ca
         want = det.decision_function(df[FEATURES].to_numpy(np.float32))
         assert np.allclose(got["score"], want, rtol=1e-4)
         assert got["score"].dtype == np.float32 and got["is_anomaly"].dtype == bool
+        group = pq.ParquetFile(tmp_path / "out" / f"{name}.parquet").metadata.row_group(0)
+        encoded = {group.column(j).path_in_schema: group.column(j).has_dictionary_page
+                   for j in range(group.num_columns)}  # fmt: skip
+        assert not encoded["score"] and encoded["id"]  # ede.data.parquet_encoding
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "_ede-drift.json",  # this run's drift, the prefix's history (ede.scoring.history)
         "_ede-scored.json",

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ede.core import persistence
 from ede.core.estimator import ESAD, TRAIN_SCORE_LEVELS
+from ede.data.parquet_encoding import writer_options
 from ede.data.tables import IMAGE_COLUMN, read_labelled_rows
 from ede.export.calibration import (
     DEFAULT_TARGET_FPR,
@@ -86,7 +87,7 @@ def write_model_folder(
         )
     det.threshold_ = cal.threshold
     buf = io.BytesIO()
-    pq.write_table(table, buf)
+    pq.write_table(table, buf, **writer_options(table.schema))
     provenance = {
         **(record or {}),
         "label_column": label_column,
