@@ -8,6 +8,7 @@ import re
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ede.data.tables import Table, read_table, write_table
@@ -61,6 +62,10 @@ def test_parquet_round_trip(base: str) -> None:
     assert table.X.dtype == np.float32 and table.y.dtype == np.int64
     assert table.feature_names == ["a", "b", "c"]
     assert table.source == url
+    with fsspec.open(url, "rb") as f:  # ede.data.parquet_encoding: no dictionary on floats
+        group = pq.ParquetFile(f).metadata.row_group(0)
+        encoded = [group.column(j).has_dictionary_page for j in range(group.num_columns)]
+    assert encoded == [False, False, False, True]  # a, b, c, label
 
 
 def test_csv_round_trip(base: str) -> None:

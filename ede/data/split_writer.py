@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ede.core.scaling import QuantileMinMaxScaler
-from ede.data.parquet_encoding import writer_options
+from ede.data.parquet_encoding import parquet_writer
 from ede.data.parquet_layout import SCALER_KEY
 from ede.data.shard_scaler import scaler_sample
 from ede.data.split_rules import (
@@ -252,7 +252,7 @@ class _Pending:
 def _atomic_parquet(url: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
     """A Parquet writer streamed through `ede.storage.open_atomic`: a failure leaves nothing."""
     with open_atomic(url, block_size=8 << 20) as f:
-        writer = pq.ParquetWriter(f, schema, **writer_options(schema))
+        writer = parquet_writer(f, schema)
         try:
             yield writer
         finally:

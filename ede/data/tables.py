@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ede.core.checks import check_labels, label_present
 from ede.core.checks import feature_columns as training_features
+from ede.data.parquet_encoding import writer_options
 from ede.storage import read_bytes, shown_url, write_bytes_atomic
 
 SUFFIXES = (".npz", ".parquet", ".csv")
@@ -202,5 +204,6 @@ def write_table(
         raise ValueError(f"{shown_url(url)}: write_table writes parquet; use a .parquet URL")
     buffer = io.BytesIO()
     # Serialise before touching storage: a frame pyarrow rejects leaves nothing behind.
-    _to_frame(table_or_df, label_column).to_parquet(buffer, index=False)
+    arrow = pa.Table.from_pandas(_to_frame(table_or_df, label_column), preserve_index=False)
+    pq.write_table(arrow, buffer, **writer_options(arrow.schema))
     write_bytes_atomic(url, buffer.getvalue())

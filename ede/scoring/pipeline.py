@@ -23,9 +23,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from ede.data.parquet_encoding import writer_options
+from ede.data.parquet_encoding import parquet_writer
 from ede.export.artifact import infer
 from ede.scoring.drift import ScoreDrift
 from ede.scoring.inputs import Spec, model_input
@@ -192,7 +191,7 @@ class _Writer(threading.Thread):
                     tmp = self._tmp(self.jobs[i])
                     self._make_parent(tmp)
                     stream = self.fs.open(tmp, "wb")
-                    current = [i, tmp, stream, _parquet_writer(stream, self.jobs[i].schema), 0]
+                    current = [i, tmp, stream, parquet_writer(stream, self.jobs[i].schema), 0]
                 if out is not None:
                     current[3].write_batch(out)
                     current[4] += out.num_rows
@@ -305,7 +304,3 @@ def _get(q: queue.Queue, writer: _Writer):
         except queue.Empty:
             if not writer.is_alive():
                 raise writer.error or RuntimeError("the output writer stopped") from None
-
-
-def _parquet_writer(stream, schema: pa.Schema) -> pq.ParquetWriter:
-    return pq.ParquetWriter(stream, schema, **writer_options(schema))
