@@ -23,7 +23,7 @@ from ede.data.ingest import SplitSettings, prepare_splits  # noqa: E402
 from ede.data.parquet_layout import read_rows  # noqa: E402
 from ede.data.protocol import validation_split  # noqa: E402
 from ede.data.shard_scaler import fit_scaler  # noqa: E402
-from ede.data.shards import ParquetShard, ValidationRows  # noqa: E402
+from ede.data.shards import ParquetShard, ValidationRows, row_positions  # noqa: E402
 from ede.distributed import cluster  # noqa: E402
 from ede.distributed import trainer as dt  # noqa: E402
 from ede.distributed.runtime import RayRuntime  # noqa: E402
@@ -412,3 +412,10 @@ def test_worker_sigkilled_mid_epoch_resumes_and_matches_an_uninterrupted_run(
     assert 0.6 < alone.metrics["val_auroc"] < 0.999, alone.metrics  # not a trivial split
     assert abs(final - alone.metrics["val_auroc"]) <= 0.01, (final, alone.metrics)
     assert result.metrics["epoch"] == epochs - 1
+
+
+def test_row_positions_are_numpys_unique_by_sorting():
+    rng = np.random.default_rng(0)
+    for rows in (rng.integers(0, 50, 200), rng.permutation(1000)[:300], [7], []):
+        got = row_positions(rows)
+        assert got.dtype == np.int64 and np.array_equal(got, np.unique(np.asarray(rows, int)))

@@ -23,7 +23,7 @@ from ede.export.artifact import (
     read_model,
     sha256,
 )
-from ede.export.exporter import export, export_folder
+from ede.export.exporter import export, export_folder, parity_rows
 
 FEATURES = ["a", "b", "c", "d", "e"]
 
@@ -197,6 +197,20 @@ def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="parity check failed.*nothing written"):
         export_folder(str(trained / "model"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_parity_checks_a_seeded_sample_of_many_validation_rows(trained, tmp_path, monkeypatch):
+    """Above PARITY_ROWS rows torch scores a sample (the same one every time) for parity;
+    onnxruntime still scores every row for the metrics; a recalibration scores them all."""
+    monkeypatch.setattr("ede.export.exporter.PARITY_ROWS", 50)
+    meta = export_folder(str(trained / "model"), str(tmp_path / "kept"))
+    assert meta["parity"]["n_rows"] == 50 and meta["metrics"]["validation"]["n_rows"] == 120
+    assert meta["parity"]["max_rel_diff"] <= 1e-4
+    again = export_folder(str(trained / "model"), str(tmp_path / "new"), target_fpr=0.1)
+    assert again["parity"]["n_rows"] == 120
+    rows = parity_rows(120)
+    assert len(rows) == 50 == len(set(rows)) and np.array_equal(rows, parity_rows(120))
+    assert np.all(np.diff(rows) > 0) and rows.max() < 120
 
 
 def test_export_without_validation_rows_is_one_line(tmp_path, capsys):

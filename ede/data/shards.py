@@ -33,6 +33,14 @@ def split_rows(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, n
     return fit[:, 0], val[:, 0]
 
 
+def row_positions(rows) -> np.ndarray:
+    """`rows` as sorted, distinct int64 positions. np.unique would do, but numpy 2's
+    hashes integers: 0.48 s for 600k positions (a 4M-row flow's validation rows, handled
+    three times per training) against 0.03 s for this sort."""
+    a = np.sort(np.asarray(rows, dtype=np.int64))
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
+
+
 def kept_row(skip: np.ndarray, k: int) -> int:
     """Index of the k-th row (0-based) not in sorted, unique `skip`."""
     shifted = skip - np.arange(len(skip))  # rows kept before each skipped row
@@ -49,7 +57,7 @@ class ParquetShard:
 
     def __init__(self, layout: ParquetLayout, scaler: dict, skip: np.ndarray):
         self.layout, self.scaler = layout, scaler
-        self.skip = np.unique(np.asarray(skip, dtype=np.int64))
+        self.skip = row_positions(skip)
         self.groups_read: list[int] = []
 
     def rows(self, rank: int, world_size: int) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from ede.data.parquet_layout import (
     unlabelled_outside,
 )
 from ede.data.shard_scaler import fit_scaler, footer_scaler
-from ede.data.shards import ParquetShard, ValidationRows, split_rows
+from ede.data.shards import ParquetShard, ValidationRows, row_positions, split_rows
 from ede.distributed.cluster import Scaling
 from ede.distributed.runtime import RayRuntime, load_checkpoint
 from ede.distributed.task_run import train_here, train_in_task
@@ -168,7 +168,7 @@ def prepare_data(
     layout = inspect_parquet(url, label_column, feature_columns, id_columns)
     n = layout.n_rows
     if validation_rows is not None:
-        val = np.unique(np.asarray(validation_rows, dtype=np.int64))
+        val = row_positions(validation_rows)
         if len(val) and (val[0] < 0 or val[-1] >= n):
             raise ValueError(f"{shown_url(url)}: validation rows outside its {n} rows")
         y_val, unlabelled = read_labels(layout, val), unlabelled_outside(layout, val)
