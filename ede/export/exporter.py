@@ -8,9 +8,8 @@ Nothing is written until every check passed: `onnx.checker`, then parity,
 onnxruntime's scores against `ESAD.decision_function` on the validation rows (at most
 PARITY_ROWS of them, a seeded sample: parity is a property of the graph, not of the
 data, and torch's pass over a 4M-row flow's 600k validation rows took 0.9 s of one
-core, against 0.15 s for the sample), max
-relative difference <= 1e-4; metrics and the drift reference use onnxruntime's scores
-of every validation row. The threshold baked in is the one the model folder
+core), max relative difference <= 1e-4; metrics and the drift reference use
+onnxruntime's scores of every validation row. The threshold baked in is the one the model folder
 calibrated (`ede.export.model_folder`); only an explicit request, or a bare ESAD
 with no folder behind it, calibrates one here (`ede.export.calibration`). `quantize`
 adds quantised graphs: "int8" (dynamic) and/or "int8-static" (QDQ, its activation
