@@ -69,19 +69,24 @@ class ParquetShard:
         return kept_row(self.skip, lo), kept_row(self.skip, hi - 1) + 1
 
     def __call__(self, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(X scaled, y) of this rank's rows, scaled row group by row group into arrays
+        of the shard's size: the shard is held once, not as pieces, their concatenation
+        and the scaler's temporaries too (four times the shard, at once, before)."""
         start, stop = self.rows(rank, world_size)
-        Xs, ys, self.groups_read = [], [], []
+        skipped = int(np.searchsorted(self.skip, stop) - np.searchsorted(self.skip, start))
+        n, d = stop - start - skipped, len(self.layout.feature_names)
+        X, y = np.empty((n, d), np.float32), np.empty(n, np.int64)
+        scaler, at, self.groups_read = AffineScaler.from_dict(self.scaler), 0, []
         for i, first, table in self.layout.indexed_groups(self.layout.group_span(start, stop)):
             self.groups_read.append(i)
             lo, hi = max(start, first), min(stop, first + table.num_rows)
-            X, y = self.layout.arrays(table.slice(lo - first, hi - lo))
+            X_group, y_group = self.layout.arrays(table.slice(lo - first, hi - lo))
             keep = ~np.isin(np.arange(lo, hi), self.skip, assume_unique=True)
-            Xs.append(X[keep])
-            ys.append(y[keep])
-        d = len(self.layout.feature_names)
-        X = np.concatenate(Xs) if Xs else np.empty((0, d), np.float32)
-        y = np.concatenate(ys) if ys else np.empty(0, np.int64)
-        return AffineScaler.from_dict(self.scaler).transform(X), y
+            k = int(keep.sum())
+            X[at : at + k] = scaler.transform(X_group[keep])
+            y[at : at + k] = y_group[keep]
+            at += k
+        return X, y
 
 
 class ValidationRows:
