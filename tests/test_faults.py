@@ -376,7 +376,10 @@ def test_ede_train_killed_while_writing_its_folder_never_exports_mixed_files(
     model from an earlier run (another seed, so other weights): the worst case, new files
     over old ones. Guarantee: F is then the old model whole, the new model whole (both
     exportable), or refused by `ede export` with one line; never exported with mixed files.
-    Each kill lands at another moment (delays after the first write is seen)."""
+    Each kill lands at another moment (delays after the first write is seen). The folder
+    is a few small files, written in about a millisecond, so a kill can land after the
+    last one (CI saw new, new, new once): up to three more kills at once follow, only
+    until one has landed mid-write."""
     from ede.cli import main
     from ede.export.model_folder import read_model_folder
 
@@ -385,7 +388,9 @@ def test_ede_train_killed_while_writing_its_folder_never_exports_mixed_files(
     subprocess.run(_train_cmd(data, str(out), 0), env=_env(), check=True, capture_output=True)
     old = read_model_folder(str(out)).det
     outcomes = []
-    for i, delay in enumerate([0.0, 0.002, 0.01]):
+    for i, delay in enumerate([0.0, 0.002, 0.01, 0.0, 0.0, 0.0]):
+        if i >= 3 and ("refused" in outcomes or "old" in outcomes):
+            break
         code = _kill_when_writing(_train_cmd(data, str(out), seed=1 + i), out, delay)
         try:
             folder = read_model_folder(str(out))
