@@ -6,7 +6,7 @@ concatenation, then the scaler over the whole shard (four shard-sized arrays at 
 Each is timed in a fresh process (so their peaks never mix) on the fit rows of a
 generated table (`pipeline_rows.generate`, ingested by `ede.data.ingest.prepare_splits`),
 one thread, and reports seconds and how far the read lifts the process's peak RSS
-(above its peak before the read, which preparing the data set), side by side
+(above its peak before the read, set by preparing the data), side by side
 (`benchmarks/results/shard_read.json`):
 
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/shard_read.py [--rows 4000000]

@@ -9,9 +9,9 @@ onnxruntime's scores against `ESAD.decision_function` on the validation rows (at
 PARITY_ROWS of them, a seeded sample: parity is a property of the graph, not of the
 data, and torch's pass over a 4M-row flow's 600k validation rows took 0.9 s of one
 core), max relative difference <= 1e-4; metrics and the drift reference use
-onnxruntime's scores of every validation row. The threshold baked in is the one the model folder
-calibrated (`ede.export.model_folder`); only an explicit request, or a bare ESAD
-with no folder behind it, calibrates one here (`ede.export.calibration`). `quantize`
+onnxruntime's scores of every validation row. The threshold baked in is the one the
+model folder calibrated (`ede.export.model_folder`); only an explicit request, or a
+bare ESAD with no folder behind it, calibrates one here (`ede.export.calibration`). `quantize`
 adds quantised graphs: "int8" (dynamic) and/or "int8-static" (QDQ, its activation
 ranges calibrated on the same validation rows), each reported as size ratio and
 validation AUROC change. metadata.json goes last.
