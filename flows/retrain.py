@@ -150,9 +150,7 @@ def retrain(
             for problem in (metrics["champion_error"], metrics["schema_change"]):
                 if problem:  # the rule still decides; the operator hears of it
                     log.warning("champion %s: %s", shown_url(seen.record["url"]), problem)
-            report = run_report(
-                layout, prepared, outcome, metrics, meta, seen.record, trained.history
-            )
+            report = run_report(layout, prepared, outcome, metrics, meta, seen.record, trained)
             decision, url = promote(
                 layout.artifact_url,
                 layout.models_url,

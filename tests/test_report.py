@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ede.cli import main
+from ede.core.loss_tail import loss_tail
 from ede.core.metrics import curves
 from ede.reporting import run
 
@@ -28,6 +29,7 @@ def _stored_run(folder) -> str:
             "reconstruction": 1 / (e + 1),
             "entropy": 0.5 / (e + 1),
             "consistency": 0.1 / (e + 1),
+            "loss": 1 / (e + 2),
             "val_auroc": 0.8 + 0.02 * e,
         }  # fmt: skip
         for e in range(10)
@@ -48,7 +50,12 @@ def _stored_run(folder) -> str:
             "curves": {"candidate": curves(y, good), "champion": curves(y, weak)},
         },
         "threshold": 2.0,
-        "training": {"history": history},
+        "training": {
+            "history": history,
+            "loss_tail": loss_tail(
+                [*history[:-1], {**history[-1], "loss": 0.9, "kept_epoch": 8, "kept_loss": 0.1}]
+            ),
+        },
         "search": {"trials": 7, "best_trial": "t3", "trials_table": trials},
         "decision": {"promote": True, "reason": "test AUROC 0.9800 >= champion's 0.8500"},
     }
@@ -72,6 +79,8 @@ def test_every_figure_decodes_has_content_and_nothing_is_fetched(tmp_path):
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:|//)', page)  # nothing external
     assert "<script" not in page.lower()
     assert "promoted" in page and "0.9800" in page
+    # the shipped model's last epochs, and the guard's choice when the last one spiked
+    assert "lowest 0.1 at epoch 8; kept epoch 8&#x27;s weights" in page
 
 
 def test_ede_report_rebuilds_the_page_from_storage(tmp_path, capsys):

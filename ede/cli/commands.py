@@ -20,6 +20,13 @@ def features_line(names: list[str]) -> str:
     return f"features ({len(names)}): {', '.join(names)}"
 
 
+def training_line(det) -> str:
+    """The loss curve's last epochs and the weights the fit kept: a spike shows here."""
+    from ede.core.loss_tail import loss_tail, loss_tail_line
+
+    return loss_tail_line(loss_tail(det.history_))
+
+
 def _esad(args):
     """ESAD as the options ask; --epochs means exactly that many, so it lifts the step
     floor and cap that otherwise stretch or cut a short or long run."""
@@ -50,6 +57,7 @@ def cmd_train(args) -> None:
         id_columns=args.id_columns,
     )
     print(features_line(got.det.input_feature_names()))
+    print(training_line(got.det))
     cal = got.calibration
     print(
         f"read {got.rows} rows ({got.labelled} labelled anomalies); fit on {got.fit_rows}, "
@@ -75,6 +83,7 @@ def _train_distributed(args) -> None:
         id_columns=args.id_columns,
     )
     print(features_line(trained.det.input_feature_names()))
+    print(training_line(trained.det))
     last = trained.det.history_[-1] if trained.det.history_ else {}
     print(
         f"trained on {args.workers} worker(s); validation AUROC "

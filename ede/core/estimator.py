@@ -57,7 +57,10 @@ class ESAD(BaseEstimator):
 
     Training runs `epochs` epochs, clipped so that it makes between `min_steps` and
     `max_steps` optimizer steps (None lifts a bound); batches keep the labelled
-    anomalies' natural share. Image inputs (the conv model) also stop at
+    anomalies' natural share. The learning rate falls linearly to 0 over the last
+    `lr_decay_fraction` of the steps, and a fit whose last epoch's loss spiked returns
+    the weights of its lowest-loss epoch (`ede.core.loss_guard`; `history_[-1]` says
+    which), so a late loss spike never ships (benchmarks/loss_spikes.py). Image inputs (the conv model) also stop at
     `image_max_steps`, a cost constraint: on a 5,000-image 28x28 task the tables'
     budget (2,000 steps there) of the (16, 32) conv net took 25 CPU minutes of one
     core, while the (8, 16) net, at 0.30 s a step against 0.68 s, reached validation
@@ -91,6 +94,8 @@ class ESAD(BaseEstimator):
         image_max_steps: int | None = 160,
         batch_size: int = 256,
         lr: float = 1e-3,
+        lr_decay_fraction: float = 0.3,
+        max_grad_norm: float | None = None,
         weight_decay: float = 1e-6,
         anomaly_target: str = "invert",
         share_encoders: bool = False,
@@ -112,6 +117,8 @@ class ESAD(BaseEstimator):
         self.image_max_steps = image_max_steps
         self.batch_size = batch_size
         self.lr = lr
+        self.lr_decay_fraction = lr_decay_fraction
+        self.max_grad_norm = max_grad_norm
         self.weight_decay = weight_decay
         self.anomaly_target = anomaly_target
         self.share_encoders = share_encoders
@@ -142,6 +149,8 @@ class ESAD(BaseEstimator):
             max_steps=self._max_steps(image),
             batch_size=int(self.batch_size),
             lr=float(self.lr),
+            lr_decay_fraction=float(self.lr_decay_fraction),
+            max_grad_norm=None if self.max_grad_norm is None else float(self.max_grad_norm),
             weight_decay=float(self.weight_decay),
             anomaly_target=self.anomaly_target,
             share_encoders=bool(self.share_encoders),
@@ -173,6 +182,10 @@ class ESAD(BaseEstimator):
         for name in ("epochs", "batch_size", "latent_dim"):
             if int(getattr(self, name)) < 1:
                 bad(name, "must be >= 1")
+        if not 0 <= self.lr_decay_fraction <= 1:
+            bad("lr_decay_fraction", "must be in [0, 1]")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            bad("max_grad_norm", "must be > 0 or None")
         if not 0 <= self.contamination < 1:
             bad("contamination", "must be in [0, 1)")
         if self.anomaly_target not in ANOMALY_TARGETS:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ede.core.loss_guard import LossGuard
 from ede.core.metrics import evaluate
 from ede.core.model import EncoderDecoderEncoder, anomaly_score
 from ede.core.nets import NetConfig
@@ -37,6 +38,8 @@ class TrainConfig:
     max_steps: int | None  # stop after the epoch that reaches this many optimizer steps
     batch_size: int
     lr: float
+    lr_decay_fraction: float  # the learning rate falls linearly to 0 over this last share
+    max_grad_norm: float | None  # clip the gradient's global norm to this (None: never)
     weight_decay: float
     anomaly_target: str
     share_encoders: bool
@@ -101,9 +104,11 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
     start_epoch = 0
+    guard = LossGuard()
     if (state := rt.restore()) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        guard.load(state)
         start_epoch = int(state["epoch"]) + 1
     wrapped = rt.prepare_model(model)
     net = getattr(wrapped, "module", wrapped)
@@ -124,9 +129,10 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
         skip_epoch(gen, x_all, cfg.batch_size, steps, cfg.anomaly_target)
     for epoch in range(start_epoch, n_epochs):
         wrapped.train()
-        # on the device: read once per report, not synchronised every step
+        # on the device: read once per epoch, not synchronised every step
         sums = torch.zeros(4, device=rt.device)
-        for idx in epoch_batches(len(x_all), cfg.batch_size, steps, gen):
+        for step, idx in enumerate(epoch_batches(len(x_all), cfg.batch_size, steps, gen)):
+            set_learning_rate(optimizer, cfg, epoch * steps + step, n_epochs * steps)
             xb, yb = x_all[idx].contiguous(memory_format=layout), y_all[idx]
             with autocast(precision, rt.device):
                 outputs = wrapped(xb)
@@ -134,12 +140,18 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             terms = esad_objective(xb, *outputs, yb, generator=gen, **weights)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
+            if cfg.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm, foreach=True)
             optimizer.step()
             sums += torch.stack([t.detach() for t in terms])
-        if (epoch + 1) % every and epoch != n_epochs - 1:
-            continue  # not a report epoch: no validation pass, no checkpoint
-        means = (sums / steps).tolist()
+        means = epoch_means(sums, steps, rt.world_size)
         metrics = {"epoch": epoch, **dict(zip(_TERM_NAMES, means, strict=True))}
+        guard.observe(epoch, metrics["loss"], net)
+        last = epoch == n_epochs - 1
+        if last:  # the weights a spiked last epoch left are never the ones returned
+            metrics.update(guard.settle(epoch, metrics["loss"], net))
+        if (epoch + 1) % every and not last:
+            continue  # not a report epoch: no validation pass, no checkpoint
         if "validation" in config:
             metrics.update(validation_metrics(net, *config["validation"], rt.device))
         rt.report(
@@ -150,9 +162,29 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
                 "epoch": e,
                 "net": asdict(net_cfg),
                 "train": asdict(cfg),
+                **guard.state(),
             },
         )
     return net.to(memory_format=torch.contiguous_format).eval()
+
+
+def set_learning_rate(optimizer, cfg: TrainConfig, step: int, total_steps: int) -> None:
+    """Constant `lr`, then a linear decay to 0 over the last `lr_decay_fraction` of the
+    run's steps: the weights a fit ends with come from steps too small to throw them off.
+    A function of the step alone, so a resumed run follows the same schedule."""
+    decay_steps = cfg.lr_decay_fraction * total_steps
+    factor = 1.0 if decay_steps <= 0 else min(1.0, (total_steps - step) / decay_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * factor
+
+
+def epoch_means(sums: torch.Tensor, steps: int, world_size: int) -> list[float]:
+    """The epoch's mean loss terms over every rank's batches: all ranks see the same
+    figures, so the loss guard decides alike on each."""
+    if world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)
+        sums = sums / world_size
+    return (sums / steps).tolist()
 
 
 def memory_layout(x: torch.Tensor) -> torch.memory_format:

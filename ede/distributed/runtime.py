@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 STATE_FILE, META_FILE = "state.pt", "meta.json"
+# what `train_loop` resumes from; torch.save'd (weights_only loads them back), not JSON
+TENSOR_KEYS = ("model", "optimizer", "epoch", "best_weights", "best")
 
 
 class RayRuntime:
@@ -111,8 +113,9 @@ def _resume(runtime, checkpoint) -> dict[str, Any] | None:
 
 
 def write_checkpoint_dir(folder: Path, state: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Tensors in state.pt (model, optimizer, epoch), everything else as JSON: no pickled code."""
-    tensors = {k: state[k] for k in ("model", "optimizer", "epoch")}
+    """Tensors in state.pt (model, optimizer, epoch, the loss guard's), everything else as
+    JSON: no pickled code."""
+    tensors = {k: state[k] for k in TENSOR_KEYS if k in state}
     buf = io.BytesIO()
     torch.save(tensors, buf)
     (folder / STATE_FILE).write_bytes(buf.getvalue())

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ede.data.ingest import PreparedSplits
     from ede.export.registry import Decision
     from ede.pipeline.layout import RunLayout
+    from ede.pipeline.steps import TrainedModel
 
 
 def run_report(
@@ -26,11 +27,12 @@ def run_report(
     metrics: dict[str, Any],
     export_meta: dict[str, Any],
     champion: dict[str, Any] | None,
-    history: list[dict[str, Any]] | None = None,
+    trained: TrainedModel | None = None,
 ) -> dict[str, Any]:
     """`metrics` from `compare_on_test` (its curves included: the HTML report draws them,
-    `ede.reporting`); `champion` the pointer as it was before this run; `history` the
-    training's per-epoch losses and validation AUROC."""
+    `ede.reporting`); `champion` the pointer as it was before this run; `trained` gives
+    the training's per-epoch losses and validation AUROC (`history`) and the shipped
+    model's last epochs with the weights its fit kept (`loss_tail`)."""
     return {
         "version": layout.version,
         "data": {
@@ -48,7 +50,10 @@ def run_report(
         "search": None if outcome is None else search_summary(outcome),
         "metrics": metrics,
         "threshold": export_meta["threshold"],
-        "training": {"history": list(history or [])},
+        "training": {
+            "history": list(trained.history) if trained else [],
+            "loss_tail": dict(trained.loss_tail) if trained else {},
+        },
         "previous_champion": champion,
         "run_url": layout.run_url,
     }

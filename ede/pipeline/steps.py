@@ -43,6 +43,7 @@ class TrainedModel:
     final_val_auroc: float
     threshold: float
     history: list = field(default_factory=list)  # per epoch, of the model that held rows out
+    loss_tail: dict = field(default_factory=dict)  # the shipped model's (ede.core.loss_tail)
 
 
 def ingest(
@@ -120,9 +121,12 @@ def _train(prepared, layout, budget, scaling, target_fpr, outcome, refit, here):
         refit,
         in_this_task=here,
     )
+    from ede.core.loss_tail import loss_tail
+
     history = [dict(h) for h in (trained.selected or trained.det).history_]
     threshold = float(trained.calibration.threshold)
-    return TrainedModel(trained.out, trained.final_val_auroc, threshold, history)
+    tail = loss_tail(trained.det.history_)
+    return TrainedModel(trained.out, trained.final_val_auroc, threshold, history, tail)
 
 
 def _export(model_url, artifact_url, quantize):

@@ -15,6 +15,8 @@ import html
 import json
 from typing import Any
 
+from ede.core.loss_tail import loss_tail_line
+
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -61,6 +63,15 @@ def document(title: str, parts: list[str], figures: dict[str, bytes]) -> str:
     return "\n".join(out + ["</body></html>"])
 
 
+def training_section(tail: dict[str, Any]) -> str:
+    """The shipped model's last epoch losses and the weights its fit kept: a loss spike at
+    the end of training shows here (`ede.core.loss_guard`)."""
+    if not tail:
+        return "<p>training loss: not recorded</p>"
+    rows = [[e, v] for e, v in zip(tail["epochs"], tail["losses"], strict=True)]
+    return f"<p>{html.escape(loss_tail_line(tail))}</p>" + table(rows, ["epoch", "loss"])
+
+
 def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str:
     """The page for a run's `report` (report.json) and its `figures` ({caption: PNG})."""
     decision = report.get("decision") or {}
@@ -98,6 +109,8 @@ def render(report: dict[str, Any], figures: dict[str, bytes], title: str) -> str
             ],
             ["", ""],
         ),
+        "<h2>Training</h2>",
+        training_section((report.get("training") or {}).get("loss_tail") or {}),
         "<h2>Configuration and search</h2>",
         table(
             [

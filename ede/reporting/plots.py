@@ -76,13 +76,17 @@ def score_histogram(hist: dict[str, list], threshold: float) -> bytes:
 
 
 def training_curves(history: list[dict[str, Any]]) -> bytes:
-    """The three loss terms and validation AUROC per reported epoch."""
+    """The loss and its three terms and validation AUROC per reported epoch; the epoch
+    whose weights the fit kept is marked when the loss guard kept an earlier one."""
     epochs = [h.get("epoch", i) for i, h in enumerate(history)]
     fig, (losses, val) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("reconstruction", "entropy", "consistency"):
+    for key in ("loss", "reconstruction", "entropy", "consistency"):
         values = [h.get(key) for h in history]
         if any(v is not None for v in values):
             losses.plot(epochs, values, marker=".", label=key)
+    kept = history[-1].get("kept_epoch") if history else None
+    if kept is not None and kept != epochs[-1]:
+        losses.axvline(kept, color="black", linestyle="--", label=f"kept epoch {kept}")
     losses.set(title="Loss terms per epoch", xlabel="epoch", ylabel="mean over the epoch")
     losses.set_yscale("symlog", linthresh=1e-3)
     losses.legend()
