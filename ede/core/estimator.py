@@ -96,7 +96,6 @@ class ESAD(BaseEstimator):
         batch_size: int = 256,
         lr: float = 1e-3,
         lr_decay_fraction: float = 0.3,
-        max_grad_norm: float | None = None,
         weight_decay: float = 1e-6,
         anomaly_target: str = "invert",
         share_encoders: bool = False,
@@ -119,7 +118,6 @@ class ESAD(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.lr_decay_fraction = lr_decay_fraction
-        self.max_grad_norm = max_grad_norm
         self.weight_decay = weight_decay
         self.anomaly_target = anomaly_target
         self.share_encoders = share_encoders
@@ -151,7 +149,6 @@ class ESAD(BaseEstimator):
             batch_size=int(self.batch_size),
             lr=float(self.lr),
             lr_decay_fraction=float(self.lr_decay_fraction),
-            max_grad_norm=None if self.max_grad_norm is None else float(self.max_grad_norm),
             weight_decay=float(self.weight_decay),
             anomaly_target=self.anomaly_target,
             share_encoders=bool(self.share_encoders),
@@ -185,8 +182,6 @@ class ESAD(BaseEstimator):
                 bad(name, "must be >= 1")
         if not 0 <= self.lr_decay_fraction <= 1:
             bad("lr_decay_fraction", "must be in [0, 1]")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            bad("max_grad_norm", "must be > 0 or None")
         if not 0 <= self.contamination < 1:
             bad("contamination", "must be in [0, 1)")
         if self.anomaly_target not in ANOMALY_TARGETS:

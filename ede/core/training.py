@@ -39,7 +39,6 @@ class TrainConfig:
     batch_size: int
     lr: float
     lr_decay_fraction: float  # the learning rate falls linearly to 0 over this last share
-    max_grad_norm: float | None  # clip the gradient's global norm to this (None: never)
     weight_decay: float
     anomaly_target: str
     share_encoders: bool
@@ -140,8 +139,6 @@ def train_loop(config: dict[str, Any], runtime: Runtime | None = None) -> Encode
             terms = esad_objective(xb, *outputs, yb, generator=gen, **weights)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
-            if cfg.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm, foreach=True)
             optimizer.step()
             sums += torch.stack([t.detach() for t in terms])
         means = epoch_means(sums, steps, rt.world_size)
