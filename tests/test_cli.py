@@ -120,6 +120,28 @@ def test_train_states_its_features_and_leaves_declared_id_columns_out(tmp_path, 
     assert not missing.exists()
 
 
+def test_a_boolean_feature_trains_exports_and_scores(tmp_path, capsys):
+    """Before one rule owned the feature types, `ede train` took a boolean column and
+    `ede score` refused the very table it trained on."""
+    df = _frame()
+    df.insert(2, "flag", np.arange(len(df)) % 4 == 0)
+    data = tmp_path / "flags.parquet"
+    df.to_parquet(data)
+    model, artifact, scores = tmp_path / "model", tmp_path / "artifact", tmp_path / "scores"
+    assert main(["train", "--data", str(data), "--out", str(model), "--epochs", "2"]) == 0
+    assert "features (5): a, b, flag, c, d" in capsys.readouterr().out
+    assert main(["export", "--model", str(model), "--out", str(artifact)]) == 0
+    assert (
+        main(["score", "--model", str(artifact), "--input", str(data), "--output", str(scores)])
+        == 0
+    )
+    got = pd.read_parquet(next(scores.glob("*.parquet")))["score"].to_numpy()
+    X = df.drop(columns="label").to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(
+        got, ESAD.load(str(model)).decision_function(X), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_missing_input_file(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope.parquet"), "--out", "x"]) == 2
     assert "nope.parquet" in capsys.readouterr().err

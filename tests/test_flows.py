@@ -67,6 +67,12 @@ def test_retrain_then_score_on_s3_and_the_promotion_rule(
     report = json.loads(fs.cat_file(f"{s3_bucket}/models/ede/{v1}/report.json"))
     assert report["data"]["sha256"] == first["data_sha256"]
     assert report["best_params"] == first["best_params"] and len(first["best_params"]) == 3
+    # the shipped (refitted) model's last epochs, where a loss spike would show
+    tail = report["training"]["loss_tail"]
+    assert tail["epochs"] == [0, 1, 2] and len(tail["losses"]) == 3
+    assert tail["kept_epoch"] in tail["epochs"]
+    page = fs.cat_file(f"{s3_bucket}/models/ede/{v1}/report.html").decode()
+    assert "training loss, epochs 0-2" in page
 
     scored = score(input_url=data, output_url=f"{s3_bucket}/scores", storage_url=s3_bucket)
     assert scored["model_url"] == champion["url"] and scored["rows"] == 640

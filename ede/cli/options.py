@@ -29,7 +29,7 @@ def urls(p, **helps: str) -> None:
 
 
 def label_column(p) -> None:
-    """A named label column that is absent is an error (`ede.core.checks.label_present`);
+    """A named label column that is absent is an error (`ede.data.columns.label_present`);
     --no-label says the data have none."""
     label = p.add_mutually_exclusive_group()
     label.add_argument(

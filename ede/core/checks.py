@@ -71,37 +71,3 @@ def check_shape(X: np.ndarray, input_shape: tuple[int, ...], name: str = "X") ->
             f"{name} has {got[0]} features, but the model was fitted with {input_shape[0]}"
         )
     raise ValueError(f"{name} rows have shape {got}, but the model expects {tuple(input_shape)}")
-
-
-NO_LABEL_HINT = "pass --no-label (label_column=None) if the data are unlabelled"
-
-
-def label_present(columns, label_column: str | None, where: str) -> bool:
-    """Whether the table's label column is there to read; None: the caller said the data
-    are unlabelled. A named label column that is absent is an error, not "no labels": a
-    renamed or dropped label would otherwise train on every row as normal, or become a
-    feature, without a word."""
-    if label_column is None:
-        return False
-    if label_column in columns:
-        return True
-    shown = sorted(str(c) for c in columns)
-    missing = f"{where}: no label column '{label_column}' (columns {shown})"
-    raise ValueError(f"{missing}; {NO_LABEL_HINT}")
-
-
-def feature_columns(
-    columns, label: str | None, id_columns: list[str] | None, where: str
-) -> list[str]:
-    """Training's features, by name: every column but the label (`label`: its name when
-    present, from `label_present`) and the declared id/pass-through columns, in the
-    table's order. A declared id column that is absent is an error naming it: a typo
-    would otherwise train on the column meant to be left out."""
-    columns = [str(c) for c in columns]
-    ids = list(id_columns or [])
-    absent = [c for c in ids if c not in columns]
-    if absent:
-        raise ValueError(f"{where}: --id-columns not in the table: {absent} (columns {columns})")
-    if label is not None and label in ids:
-        raise ValueError(f"{where}: label column '{label}' is also in --id-columns")
-    return [c for c in columns if c != label and c not in ids]

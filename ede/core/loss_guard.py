@@ -13,7 +13,6 @@ so a resumed run decides as the uninterrupted one would.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -29,12 +28,22 @@ class LossGuard:
         self.best_epoch = -1
         self.best_loss = math.inf
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self._live: dict[str, torch.Tensor] | None = None  # views of the net's weights
 
     def observe(self, epoch: int, loss: float, net: nn.Module) -> None:
-        """Remember `net`'s weights at the end of `epoch` if its loss is the run's lowest."""
-        if loss < self.best_loss:  # NaN never is: a diverged epoch is never kept
-            self.best_epoch, self.best_loss = epoch, float(loss)
-            self.best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        """Remember `net`'s weights at the end of `epoch` if its loss is the run's lowest.
+        The copy is refreshed in place: small nets train epochs of a few steps, where a
+        new state dict per epoch would cost a noticeable share of the fit."""
+        if not loss < self.best_loss:  # NaN never is: a diverged epoch is never kept
+            return
+        self.best_epoch, self.best_loss = epoch, float(loss)
+        if self._live is None or self.best_weights is None:
+            self._live = net.state_dict()  # detached views: the optimizer updates in place
+            self.best_weights = {k: v.clone() for k, v in self._live.items()}
+            return
+        with torch.no_grad():
+            for k, v in self._live.items():
+                self.best_weights[k].copy_(v)
 
     def settle(self, epoch: int, loss: float, net: nn.Module) -> dict[str, Any]:
         """After the last epoch: restore the best weights into `net` when the last epoch
@@ -48,8 +57,9 @@ class LossGuard:
 
     def state(self) -> dict[str, Any]:
         """For a checkpoint: `best_weights` (tensors) and `best` (JSON)."""
+        weights = self.best_weights
         return {
-            "best_weights": copy.copy(self.best_weights),
+            "best_weights": None if weights is None else {k: v.clone() for k, v in weights.items()},
             "best": {"epoch": self.best_epoch, "loss": self.best_loss},
         }
 

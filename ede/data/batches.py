@@ -30,7 +30,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels, feature_columns, label_present
+from ede.core.checks import check_labels
+from ede.data.columns import (
+    check_feature_types,
+    column_floats,
+    feature_columns,
+    is_feature_type,
+    label_present,
+    schema_types,
+)
 from ede.data.late_labels import LateLabels, label_column_needed
 from ede.data.listing import arrow_fs, list_files
 from ede.data.tables import SUFFIXES
@@ -106,10 +114,7 @@ def inspect_source(url: str, label_column: str | None, late: LateLabels | None =
     names = tuple(feature_columns(schema.names, label_column if has_label else None, ids, where))
     if not names:
         raise ValueError(f"{where}: no feature columns")
-    for name in names:
-        kind = schema.field(name).type
-        if not _numeric(kind):
-            raise ValueError(f"{where}: feature column '{name}' is not numeric ({kind})")
+    check_feature_types(schema_types(schema), names, where)
     if rows == 0:
         raise ValueError(f"{where}: table is empty (0 rows)")
     return Source(url, names, label_column if has_label else None, rows, late)
@@ -126,7 +131,7 @@ def batches(source: Source, batch_rows: int | None = None) -> Iterator[Batch]:
     for batch in _record_batches(source, size):
         X = np.empty((batch.num_rows, d), dtype=np.float32)
         for j, name in enumerate(source.feature_names):
-            X[:, j] = _floats(batch.column(name))
+            X[:, j] = column_floats(batch.column(name))
         _check_finite(X, source.feature_names, where, first)
         y = None
         if source.label is not None:
@@ -211,7 +216,7 @@ class _csv:
     def __init__(self, url: str, numeric: list[str] | None = None):
         if numeric is None:
             names, types, _ = _csv_schema(url)
-            numeric = [n for n, t in zip(names, types, strict=True) if _numeric(t)]
+            numeric = [n for n, t in zip(names, types, strict=True) if is_feature_type(t)]
         afs, path, _ = arrow_fs(url)
         self.stream = afs.open_input_stream(path)
         try:
@@ -266,22 +271,6 @@ def _schema(url: str) -> tuple[pa.Schema, int | None]:
             raise failed from None
         kind = url.split("?", 1)[0].rsplit(".", 1)[-1]
         raise ValueError(f"{where}: cannot parse as {kind}: {first_line(exc)}") from None
-
-
-def _numeric(kind: pa.DataType) -> bool:
-    return (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_null(kind)  # a CSV column that is empty in its first block: NaN
-    )
-
-
-def _floats(column: pa.Array) -> np.ndarray:
-    values = column.to_numpy(zero_copy_only=False)
-    if values.dtype == object:  # booleans with nulls, a null column
-        values = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-    return values
 
 
 def _check_finite(X: np.ndarray, names: tuple[str, ...], where: str, first: int) -> None:

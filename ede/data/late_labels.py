@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ede.core.checks import check_labels, label_present
+from ede.core.checks import check_labels
+from ede.data.columns import label_present
 from ede.data.tables import read_frame
 from ede.storage import shown_url
 
@@ -62,7 +63,7 @@ class LateLabels:
 
 def label_column_needed(late: LateLabels | None, columns, label_column, where) -> bool:
     """Whether the data carry their own label column: required without late labels
-    (`ede.core.checks.label_present`), optional with them (the labels may all come late)."""
+    (`ede.data.columns.label_present`), optional with them (the labels may all come late)."""
     if late is None:
         return label_present(columns, label_column, where)
     return label_column is not None and label_column in columns

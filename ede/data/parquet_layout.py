@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels, label_present
-from ede.core.checks import feature_columns as training_features
+from ede.core.checks import check_labels
+from ede.data.columns import check_feature_types, column_floats, label_present, schema_types
+from ede.data.columns import feature_columns as training_features
 from ede.storage import absolute, shown_url
 
 SCALER_KEY = "ede.scaler"  # footer key: the scaler ingest fitted on the table's fit rows
@@ -77,7 +78,7 @@ class ParquetLayout:
 
     def arrays(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         X = np.column_stack(
-            [table.column(c).to_numpy().astype(np.float32) for c in self.feature_names]
+            [column_floats(table.column(c)).astype(np.float32) for c in self.feature_names]
         )
         if not np.isfinite(X).all():
             bad = self.feature_names[int(np.argwhere(~np.isfinite(X))[0][1])]
@@ -113,9 +114,7 @@ def inspect_parquet(
     for name in names:
         if name not in schema.names:
             raise ValueError(f"{shown_url(url)}: requested feature column '{name}' is missing")
-        kind = schema.field(name).type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            raise ValueError(f"{shown_url(url)}: feature column '{name}' is not numeric ({kind})")
+    check_feature_types(schema_types(schema), names, shown_url(url))
     if not names or meta.num_rows == 0:
         raise ValueError(f"{shown_url(url)}: no feature columns or no rows")
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))

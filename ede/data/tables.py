@@ -17,8 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ede.core.checks import check_labels, label_present
-from ede.core.checks import feature_columns as training_features
+from ede.core.checks import check_labels
+from ede.data.columns import check_feature_types, frame_types, label_present
+from ede.data.columns import feature_columns as training_features
 from ede.data.parquet_encoding import writer_options
 from ede.storage import read_bytes, shown_url, write_bytes_atomic
 
@@ -54,7 +55,7 @@ def read_table(
     id_columns: list[str] | None = None,
 ) -> Table:
     """Read and validate a table; ``label_column=None`` gives ``y=None`` (a named label
-    column that is absent is an error: `ede.core.checks.label_present`).
+    column that is absent is an error: `ede.data.columns.label_present`).
 
     ``.npz`` files hold arrays ``X`` and optionally ``y``; their features are named
     ``f0 .. f{d-1}`` and their label column is called ``y`` in messages. ``data``: the
@@ -135,11 +136,8 @@ def _frame_to_table(
             raise ValueError(f"{where}: label column '{label_column}' requested as a feature")
     if not names:
         raise ValueError(f"{where}: no feature columns")
-    for name in names:
-        dtype = frame[name].dtype
-        if not pd.api.types.is_numeric_dtype(dtype):
-            raise ValueError(f"{where}: feature column '{name}' is not numeric (dtype {dtype})")
-    X = frame[names].to_numpy(dtype=np.float32)
+    check_feature_types(frame_types(frame[names]), names, where)
+    X = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
     bad_counts = (~np.isfinite(X)).sum(axis=0)
     for name, count in zip(names, bad_counts, strict=True):
         if count:
@@ -161,7 +159,7 @@ def read_labelled_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) in a model's feature order, for the rows a model is judged on (validation or
     test); y = 1 for a labelled anomaly, 0 otherwise. The label column must be there
-    (`ede.core.checks.label_present`): rows without it would all count as normal.
+    (`ede.data.columns.label_present`): rows without it would all count as normal.
 
     Images come as one list column (``IMAGE_COLUMN``) of flattened ``input_shape`` rows.
     ``data``: the bytes of ``url``, read already (see `read_table`).

@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ede.data.columns import check_feature_types, column_floats, is_number
 from ede.export.artifact import IMAGE_COLUMN, OUTPUT_NAMES
 from ede.storage import first_line, storage_error
 
@@ -91,15 +92,11 @@ def check_schema(
 
 
 def _check_type(t: pa.DataType, name: str, spec: Spec, shown: str) -> None:
-    def numeric(x: pa.DataType) -> bool:
-        return pa.types.is_integer(x) or pa.types.is_floating(x)
-
     if not spec.is_image:
-        if not numeric(t):
-            raise ValueError(f"{shown}: feature column '{name}' is not numeric (type {t})")
+        check_feature_types({name: t}, [name], shown)
         return
     lists = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-    if not lists or not numeric(t.value_type):
+    if not lists or not is_number(t.value_type):
         raise ValueError(
             f"{shown}: column '{name}' must hold lists of numbers (flattened images), got {t}"
         )
@@ -139,7 +136,7 @@ def model_input(batch: pa.RecordBatch, spec: Spec, shown: str, first_row: int) -
         names = spec.feature_names
         X = np.empty((n, len(names)), dtype=np.float32)
         for j, name in enumerate(names):
-            X[:, j] = batch.column(name).to_numpy(zero_copy_only=False)  # null -> NaN
+            X[:, j] = column_floats(batch.column(name))  # null -> NaN
         flat = X[:, :, None]
     if not np.isfinite(X).all():
         bad = ~np.isfinite(flat).all(axis=2)  # (n, columns)
