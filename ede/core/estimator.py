@@ -65,10 +65,11 @@ class ESAD(BaseEstimator):
     Image inputs (the conv model) also stop at `image_max_steps`, a cost constraint: the
     tables' step floor makes image fits too long for a retraining flow, and the (8, 16)
     net reached the old budget's validation AUROC within the cap
-    (`benchmarks/select_image_defaults.py`). Tables never read it. `scaling` is the
-    per-feature affine map fitted on the training rows (`ede.core.scaling`):
-    "quantile_minmax" (default: min-max on the 1st and 99th percentiles, so heavy-tailed
-    features are not squeezed by their extremes),
+    (`benchmarks/select_image_defaults.py`). Tables never read it.
+
+    `scaling` is the per-feature affine map fitted on the training rows
+    (`ede.core.scaling`): "quantile_minmax" (default: min-max on the 1st and 99th
+    percentiles, so heavy-tailed features are not squeezed by their extremes),
     "standard_minmax" (Deep SAD's) or "none". This signature is the one place the
     defaults live; they were chosen on validation splits carved from training data
     (README, benchmarks/select_defaults.py).

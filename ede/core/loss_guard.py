@@ -4,8 +4,8 @@ is far above the loss its run had already reached.
 Adam's step is normalised by a running gradient scale that shrinks as training settles,
 so one batch with a far larger gradient (a heavy-tailed row, a labelled anomaly whose
 code nears the origin) can throw the weights off late in a run (benchmarks/loss_spikes.py).
-The learning-rate decay and the gradient clip of `ede.core.training` make that rare; this
-guard holds whatever the cause. It keeps a copy of the weights at the end of the epoch
+The learning-rate decay of `ede.core.training` makes that rare; this guard holds
+whatever the cause. It keeps a copy of the weights at the end of the epoch
 with the lowest mean training loss, and if the last epoch's loss is more than
 `tolerance` times that, the run ends with the copy. Its state rides in every checkpoint,
 so a resumed run decides as the uninterrupted one would.
@@ -56,7 +56,8 @@ class LossGuard:
         return {"kept_epoch": epoch, "kept_loss": float(loss)}
 
     def state(self) -> dict[str, Any]:
-        """For a checkpoint: `best_weights` (tensors) and `best` (JSON)."""
+        """For a checkpoint (copies, so later epochs leave it as it was): `best_weights` and
+        `best`, the epoch and loss they belong to."""
         weights = self.best_weights
         return {
             "best_weights": None if weights is None else {k: v.clone() for k, v in weights.items()},

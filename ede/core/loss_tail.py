@@ -35,6 +35,7 @@ def loss_tail_line(tail: dict[str, Any]) -> str:
         f"lowest {tail['min_loss']:.4g} at epoch {tail['min_epoch']}"
     )
     if tail["kept_epoch"] != tail["epochs"][-1]:
-        spike = tail["losses"][-1] / tail["kept_loss"]
-        line += f"; kept epoch {tail['kept_epoch']}'s weights (the last epoch's loss: {spike:.3g}x)"
+        last, kept = tail["losses"][-1], tail["kept_loss"]
+        spike = f"{last / kept:.3g}x" if kept > 0 else f"{last:.4g}"
+        line += f"; kept epoch {tail['kept_epoch']}'s weights (the last epoch's loss: {spike})"
     return line
