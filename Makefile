@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ede-installed
 
 # One thread per process: on 2 cores, a second busy process makes 2-thread
-# torch/OpenBLAS collapse (NOTES.md). Raise it where cores are known to be free.
+# torch/OpenBLAS runs collapse (their threads wait on each other for a core).
+# Raise it where cores are known to be free.
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1

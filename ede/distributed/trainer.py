@@ -1,7 +1,7 @@
 """Ray Train: one ESAD training on N workers, from a Parquet URL to a fitted `ESAD`.
 
 `train_func` is the only code the workers run, and it is a thin shell around
-`ede.training.train_loop`, the loop `ESAD.fit` runs in-process. What differs
+`ede.core.training.train_loop`, the loop `ESAD.fit` runs in-process. What differs
 between this 2-core machine and a GPU cluster is configuration: worker count,
 `use_gpu`, resources per worker, `RAY_ADDRESS` and the storage URL.
 """
