@@ -109,6 +109,7 @@ def _search(prepared, layout, budget, trials, scaling):
 
 
 def _train(prepared, layout, budget, scaling, target_fpr, outcome, refit, here):
+    from ede.core.loss_tail import loss_tail
     from ede.pipeline import training
 
     trained = training.final_model(
@@ -121,8 +122,6 @@ def _train(prepared, layout, budget, scaling, target_fpr, outcome, refit, here):
         refit,
         in_this_task=here,
     )
-    from ede.core.loss_tail import loss_tail
-
     history = [dict(h) for h in (trained.selected or trained.det).history_]
     threshold = float(trained.calibration.threshold)
     tail = loss_tail(trained.det.history_)
