@@ -129,6 +129,11 @@ def _bad_cases() -> list[tuple[str, bytes, str]]:
             "'f1' has 1 NaN/inf",
         ),
         ("labels.csv", _csv(good.assign(label=[0, 2, 1, 5])), r"outside \{0, 1\}: \[2, 5\]"),
+        (
+            "text-labels.csv",
+            _csv(good.assign(label=["no", "yes", "no", "no"])),
+            r"label column 'label' holds text \['no', 'yes'\], not 0/1 labels",
+        ),
         ("empty.csv", b"a,label\n", r"empty \(0 rows\)"),
         ("noX.npz", _npz(Z=np.zeros((2, 2))), "no array 'X'"),
     ]

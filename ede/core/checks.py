@@ -39,6 +39,12 @@ def check_labels(values, name: str = "y") -> np.ndarray:
     if arr.dtype == object:  # a table column with missing or mixed values
         arr = np.asarray([np.nan if v is None else v for v in arr.tolist()])
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        if arr.dtype.kind in "USO":  # text such as yes/no or >50K: never guess which is which
+            seen = sorted({str(v) for v in arr.tolist()})
+            raise ValueError(
+                f"{name} holds text {seen[:10]}, not 0/1 labels; write 1 for the anomaly "
+                "value and 0 for the rest"
+            )
         raise ValueError(f"{name} must hold 0/1 labels, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN labels; use 0 for unlabelled rows")
