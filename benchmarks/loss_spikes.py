@@ -23,24 +23,24 @@ import torch
 
 from ede import ESAD
 from ede.bench.odds import ODDS_DATASETS, load_npz
+from ede.core.loss_tail import loss_tail
 from ede.core.metrics import evaluate
 from ede.data.protocol import semi_supervised_split, validation_split
 
 
 def spike_summary(history: list[dict]) -> dict:
-    """The fit's loss curve reduced to the figures the issue counts."""
-    losses = np.array([h["loss"] for h in history])
-    best = float(losses.min())
-    tail = losses[-10:]
-    returned = history[-1].get("kept_loss", float(losses[-1]))
+    """The fit's loss curve reduced to the figures the issue counts; which weights the fit
+    returned is `ede.core.loss_tail`'s reading of the history, as `ede train` prints it."""
+    tail = loss_tail(history, epochs=10)
+    best = tail["min_loss"]
     return {
-        "epochs": len(losses),
+        "epochs": len(history),
         "min_loss": best,
-        "last_loss": float(losses[-1]),
-        "last_over_min": float(losses[-1] / best),
-        "tail_peak_over_min": float(tail.max() / best),
-        "returned_over_min": float(returned / best),
-        "kept_epoch": history[-1].get("kept_epoch", history[-1]["epoch"]),
+        "last_loss": tail["losses"][-1],
+        "last_over_min": tail["losses"][-1] / best,
+        "tail_peak_over_min": max(tail["losses"]) / best,
+        "returned_over_min": tail["kept_loss"] / best,
+        "kept_epoch": tail["kept_epoch"],
     }
 
 

@@ -37,7 +37,7 @@ class LossGuard:
         if not loss < self.best_loss:  # NaN never is: a diverged epoch is never kept
             return
         self.best_epoch, self.best_loss = epoch, float(loss)
-        if self._live is None or self.best_weights is None:
+        if self._live is None:  # the first copy (also after a resume): made once
             self._live = net.state_dict()  # detached views: the optimizer updates in place
             self.best_weights = {k: v.clone() for k, v in self._live.items()}
             return

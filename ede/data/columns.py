@@ -83,7 +83,7 @@ def frame_types(frame) -> dict[str, object]:
     for name in frame.columns:
         dtype = frame[name].dtype
         types[name] = dtype
-        if dtype is np.dtype(object):
+        if isinstance(dtype, np.dtype) and dtype.kind == "O":  # not pandas' str dtype
             try:
                 types[name] = pa.infer_type(frame[name], from_pandas=True)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
